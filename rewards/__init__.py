@@ -1,0 +1,44 @@
+"""Reward functions for musicenv: the protocol, registry, composite and catalogue.
+
+>>> import rewards
+>>> reward = rewards.make({"in_key": 1.0, "motif": 0.5})
+>>> sorted(rewards.available())[:3]
+['cadence', 'chord_tone_on_strong_beat', 'consonance']
+
+See :mod:`rewards.registry` for every spec form, :mod:`rewards.base` for the term
+protocol, :mod:`rewards.rl_tuner` and :mod:`rewards.harmony` for the catalogue.
+"""
+
+from rewards import harmony, rl_tuner  # noqa: F401  (registers the built-in terms)
+from rewards.base import CompositeReward, KernelTerm, RewardSpecError, RewardTerm
+from rewards.registry import LAZY_TERMS, PRESETS, available, get, make, register, register_preset
+from rewards.scoring import score, score_steps
+
+__all__ = ["RewardTerm", "KernelTerm", "CompositeReward", "RewardSpecError", "make", "available", "get",
+           "register", "register_preset", "PRESETS", "LAZY_TERMS", "score", "score_steps",
+           "RL_TUNER_RULES", "CHORD_TERMS"]
+
+#: The nine RL Tuner rules, in the paper's order.
+RL_TUNER_RULES = ("in_key", "tonic", "no_repetition", "low_autocorrelation", "motif", "repeated_motif",
+                  "preferred_intervals", "resolve_leaps", "unique_extrema")
+#: Chord-, key- and form-aware terms.
+CHORD_TERMS = ("chord_tone_on_strong_beat", "consonance", "cadence", "stepwise_motion",
+               "leading_tone_resolution", "range", "rhythmic_variety", "rest_ratio")
+
+# The RL Tuner's r_MT: the nine rules, unweighted (their values already carry the
+# paper's scale). The paper's c = 0.5 multiplies this by 2 next to log p (see "rl_tuner").
+register_preset("rl_tuner_theory", {name: 1.0 for name in RL_TUNER_RULES})
+
+# Everything, with the chord-aware terms scaled to matter next to the RL Tuner rules
+# (whose motif bonuses reach 3-9 per step and repetition costs 100).
+register_preset("theory", {
+    **{name: 1.0 for name in RL_TUNER_RULES},
+    "chord_tone_on_strong_beat": 3.0,
+    "consonance": 2.0,
+    "cadence": 6.0,
+    "stepwise_motion": 1.0,
+    "leading_tone_resolution": 2.0,
+    "range": 3.0,
+    "rhythmic_variety": 6.0,
+    "rest_ratio": 4.0,
+})

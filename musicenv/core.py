@@ -1,0 +1,129 @@
+"""The batched composition state that every environment and reward term shares.
+
+A :class:`CompositionBatch` holds B compositions being written, as plain arrays
+that the numba kernels read directly:
+
+* ``tokens[b, :t]`` the tokens written so far (``t = core[b, C_T]``),
+* ``key[b]`` the key index (0..23) and ``chords[b, s]`` the chord code at step s,
+* ``core[b, :]`` a few running facts about the line, updated incrementally by
+  :func:`commit_kernel` after each step (columns ``C_*`` below),
+* batch-wide constants (``consts``, columns ``K_*``), the metrical weight of every
+  step (``beat_level``) and the MIDI pitch of every token (``pitch_of``).
+
+Reward terms score the token being placed *before* it is committed, so they see
+the history ``tokens[b, :t]`` plus the action. Importing this module imports
+numba (environments import it when first made, never on ``import musicenv``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from musicenv.encoding import HOLD, REST, TokenGrid
+from musicenv.theory import NO_CHORD, Meter
+
+__all__ = ["CompositionBatch", "commit_kernel", "MOTIF_WINDOW", "beat_levels"]
+
+# ---- columns of CompositionBatch.core (int64 per composition) ---------------------------
+C_T = 0  # steps written so far = index of the step being decided
+C_LAST_PITCH = 1  # MIDI pitch of the latest NOTE_ON, -1 if none yet
+C_PREV_PITCH = 2  # MIDI pitch of the NOTE_ON before that, -1 if none
+C_LAST_EVENT = 3  # latest token that is not HOLD (REST or NOTE_ON), -1 at the start
+C_EVENT_START = 4  # step at which that event began (0 at the start)
+C_WINDOW = 5  # the last MOTIF_WINDOW tokens packed a byte each, newest in the low byte
+N_CORE = 6
+
+# ---- columns of CompositionBatch.consts (int64, batch-wide) ----------------------------
+K_N_STEPS = 0  # episode length in steps
+K_STEPS_PER_BAR = 1
+K_STEPS_PER_BEAT = 2
+K_STEPS_PER_QUARTER = 3
+K_MIN_PITCH = 4
+K_VOCAB = 5
+N_CONSTS = 6
+
+#: Length of the token window used for motifs: 8 steps, the RL Tuner's "bar". Eight
+#: tokens (each < 256) pack exactly into one int64, so window equality is exact.
+MOTIF_WINDOW = 8
+MAX_VOCAB = 256
+
+#: Metrical levels returned by :func:`beat_levels`.
+LEVEL_OFFBEAT, LEVEL_BEAT, LEVEL_STRONG, LEVEL_DOWNBEAT = 0, 1, 2, 3
+
+
+def beat_levels(meter: Meter, steps_per_quarter: int, n_steps: int) -> np.ndarray:
+    """Metrical level of each step: 3 downbeat, 2 other strong beat (beat 3 of 4/4),
+    1 other beat, 0 between beats."""
+    spb = meter.steps_per_beat(steps_per_quarter)
+    bar = meter.steps_per_bar(steps_per_quarter)
+    pos = np.arange(n_steps) % bar
+    level = np.where(pos % spb == 0, LEVEL_BEAT, LEVEL_OFFBEAT)
+    for beat in meter.strong_beats:
+        level[pos == beat * spb] = LEVEL_STRONG
+    level[pos == 0] = LEVEL_DOWNBEAT
+    return level.astype(np.int64)
+
+
+@njit(cache=True)
+def commit_kernel(actions, tokens, core, pitch_of):  # pragma: no cover - compiled
+    """Write ``actions[b]`` at step ``core[b, C_T]`` and update the running facts."""
+    for b in range(actions.shape[0]):
+        a = actions[b]
+        t = core[b, C_T]
+        tokens[b, t] = a
+        if a != HOLD:
+            core[b, C_LAST_EVENT] = a
+            core[b, C_EVENT_START] = t
+            if a != REST:
+                core[b, C_PREV_PITCH] = core[b, C_LAST_PITCH]
+                core[b, C_LAST_PITCH] = pitch_of[a]
+        core[b, C_WINDOW] = (core[b, C_WINDOW] << 8) | a
+        core[b, C_T] = t + 1
+
+
+class CompositionBatch:
+    """State of ``batch_size`` compositions of ``n_steps`` steps each (see module doc)."""
+
+    def __init__(self, batch_size: int, n_steps: int, grid: TokenGrid, meter: Meter) -> None:
+        if grid.vocab_size > MAX_VOCAB:
+            raise ValueError(f"vocabulary of {grid.vocab_size} tokens exceeds the supported {MAX_VOCAB}")
+        if batch_size < 1 or n_steps < 1:
+            raise ValueError(f"batch_size and n_steps must be >= 1, got {batch_size}, {n_steps}")
+        self.batch_size, self.n_steps, self.grid, self.meter = batch_size, n_steps, grid, meter
+        self.tokens = np.zeros((batch_size, n_steps), dtype=np.int64)
+        self.key = np.zeros(batch_size, dtype=np.int64)
+        self.chords = np.full((batch_size, n_steps), NO_CHORD, dtype=np.int64)
+        self.core = np.zeros((batch_size, N_CORE), dtype=np.int64)
+        self.consts = np.zeros(N_CONSTS, dtype=np.int64)
+        self.consts[K_N_STEPS] = n_steps
+        self.consts[K_STEPS_PER_BAR] = meter.steps_per_bar(grid.steps_per_quarter)
+        self.consts[K_STEPS_PER_BEAT] = meter.steps_per_beat(grid.steps_per_quarter)
+        self.consts[K_STEPS_PER_QUARTER] = grid.steps_per_quarter
+        self.consts[K_MIN_PITCH] = grid.min_pitch
+        self.consts[K_VOCAB] = grid.vocab_size
+        self.beat_level = beat_levels(meter, grid.steps_per_quarter, n_steps)
+        self.pitch_of = grid.pitch_table()
+        self.reset(np.ones(batch_size, dtype=bool))
+
+    @property
+    def t(self) -> np.ndarray:
+        """Steps written so far, per composition (a view)."""
+        return self.core[:, C_T]
+
+    def reset(self, mask: np.ndarray, key: np.ndarray | None = None, chords: np.ndarray | None = None) -> None:
+        """Start new, empty compositions where ``mask`` is true, with the given
+        per-composition ``key`` (shape (n,)) and ``chords`` (shape (n, n_steps))."""
+        self.tokens[mask] = 0
+        self.core[mask] = 0
+        self.core[mask, C_LAST_PITCH] = -1
+        self.core[mask, C_PREV_PITCH] = -1
+        self.core[mask, C_LAST_EVENT] = -1
+        if key is not None:
+            self.key[mask] = key
+        if chords is not None:
+            self.chords[mask] = chords
+
+    def commit(self, actions: np.ndarray) -> None:
+        """Append ``actions`` (int64, shape (B,)) to every composition."""
+        commit_kernel(actions, self.tokens, self.core, self.pitch_of)
