@@ -66,9 +66,12 @@ def beat_levels(meter: Meter, steps_per_quarter: int, n_steps: int) -> np.ndarra
 
 
 @njit(cache=True)
-def commit_kernel(actions, tokens, core, pitch_of):  # pragma: no cover - compiled
-    """Write ``actions[b]`` at step ``core[b, C_T]`` and update the running facts."""
+def commit_kernel(actions, active, tokens, core, pitch_of):  # pragma: no cover - compiled
+    """Write ``actions[b]`` at step ``core[b, C_T]`` where ``active[b]`` and update the
+    running facts."""
     for b in range(actions.shape[0]):
+        if not active[b]:
+            continue
         a = actions[b]
         t = core[b, C_T]
         tokens[b, t] = a
@@ -104,6 +107,7 @@ class CompositionBatch:
         self.consts[K_VOCAB] = grid.vocab_size
         self.beat_level = beat_levels(meter, grid.steps_per_quarter, n_steps)
         self.pitch_of = grid.pitch_table()
+        self.all_active = np.ones(batch_size, dtype=np.bool_)
         self.reset(np.ones(batch_size, dtype=bool))
 
     @property
@@ -124,6 +128,7 @@ class CompositionBatch:
         if chords is not None:
             self.chords[mask] = chords
 
-    def commit(self, actions: np.ndarray) -> None:
-        """Append ``actions`` (int64, shape (B,)) to every composition."""
-        commit_kernel(actions, self.tokens, self.core, self.pitch_of)
+    def commit(self, actions: np.ndarray, active: np.ndarray | None = None) -> None:
+        """Append ``actions[b]`` (int64, shape (B,)) to composition b where ``active[b]``
+        (default: all). Compositions already ``n_steps`` long must not be active."""
+        commit_kernel(actions, self.all_active if active is None else active, self.tokens, self.core, self.pitch_of)

@@ -408,7 +408,12 @@ def resolve_progression(progression, key: str | int | Key) -> list[int]:
         elif _looks_roman(str(item).strip()):
             codes.append(parse_roman(item, key))
         else:
-            codes.append(parse_chord(item))
+            try:
+                codes.append(parse_chord(item))
+            except MusicTheoryError as e:
+                raise MusicTheoryError(
+                    f"progression item {item!r} is neither a roman numeral (I..VII, i..vii) nor a chord symbol: {e}"
+                ) from None
     return codes
 
 

@@ -82,8 +82,10 @@ class RewardTerm:
     def reset(self, batch, mask: np.ndarray) -> None:
         """Clear the state of compositions where ``mask`` is true (new episodes)."""
 
-    def step(self, batch, actions: np.ndarray) -> np.ndarray:
-        """Score ``actions`` (shape (B,)) placed at step ``batch.t``; return shape (B,)."""
+    def step(self, batch, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """Score ``actions`` (shape (B,)) placed at step ``batch.t`` and absorb them;
+        return shape (B,). Compositions where ``active[b]`` is false (finished, about to
+        be reset) must be left alone; their value is ignored."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -117,13 +119,13 @@ class KernelTerm(RewardTerm):
     def param_vector(self) -> np.ndarray:
         return np.array([float(v) for v in self.params.values()], dtype=np.float64)
 
-    def step(self, batch, actions: np.ndarray) -> np.ndarray:
+    def step(self, batch, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
         # A lone kernel term runs through a one-term composite (one implementation).
         if getattr(self, "_solo_batch", None) is not batch:
             self._solo = CompositeReward([(self.name, self, 1.0)])
             self._solo.bind(batch)
             self._solo_batch = batch
-        return self._solo.step(batch, actions)[0][:, 0]
+        return self._solo.step(batch, actions, active)[0][:, 0]
 
     def bind(self, batch) -> None:
         self._solo_batch = None
@@ -181,27 +183,23 @@ class CompositeReward:
         for j in self._python_cols:
             self.terms[j][1].reset(batch, mask)
 
-    def step(self, batch, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Score and absorb ``actions``; returns fresh ``(values (B, n_terms), total (B,))``."""
+    def step(self, batch, actions: np.ndarray, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Score and absorb ``actions`` where ``active`` (default all); returns fresh
+        ``(values (B, n_terms), total (B,))`` with zeros for inactive compositions."""
+        if active is None:
+            active = batch.all_active
         if batch is not self._batch:
             raise RuntimeError("CompositeReward.step called on a batch it was not bound/reset to")
         values = np.empty((batch.batch_size, len(self.terms)), dtype=np.float64)
         for j in self._python_cols:
             name, term, w = self.terms[j]
-            raw = np.asarray(term.step(batch, actions), dtype=np.float64)
+            raw = np.asarray(term.step(batch, actions, active), dtype=np.float64)
             if raw.shape != (batch.batch_size,):
                 raise ValueError(f"reward term {name!r} returned shape {raw.shape}, expected ({batch.batch_size},)")
-            values[:, j] = w * raw
+            values[:, j] = np.where(active, w * raw, 0.0)
         if len(self._kernel_cols):
-            self._kernel.step(actions, values)
+            self._kernel.step(actions, active, values)
         return values, values.sum(axis=1)
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        for k in ("_batch", "_kernel", "_kernel_cols", "_python_cols"):
-            state.pop(k, None)
-        state["_batch"] = None
-        return state
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{n!r}: {w:g}" for n, _, w in self.terms)

@@ -72,10 +72,15 @@ def _dispatch(tid, a, t, key, tokens, chords, core, consts, beat_level, pitch_of
 
 
 @njit(cache=True)
-def step_terms_kernel(actions, tokens, key, chords, core, consts, beat_level, pitch_of,
+def step_terms_kernel(actions, active, tokens, key, chords, core, consts, beat_level, pitch_of,
                       term_ids, params, weights, f_off, fstate, i_off, istate, cols, out):  # pragma: no cover
-    """For every composition b and built-in term j: ``out[b, cols[j]] = weights[j] * score``."""
+    """For every active composition b and built-in term j: ``out[b, cols[j]] = weights[j] *
+    score`` (0 where b is inactive)."""
     for b in range(actions.shape[0]):
+        if not active[b]:
+            for j in range(term_ids.shape[0]):
+                out[b, cols[j]] = 0.0
+            continue
         a = actions[b]
         t = core[b, 0]
         for j in range(term_ids.shape[0]):
@@ -116,9 +121,10 @@ class KernelBatch:
         if self.istate.shape[1]:
             self.istate[mask] = self.i_init
 
-    def step(self, actions: np.ndarray, out: np.ndarray) -> None:
-        """Write the weighted scores of ``actions`` into ``out[:, cols]`` and absorb them."""
+    def step(self, actions: np.ndarray, active: np.ndarray, out: np.ndarray) -> None:
+        """Write the weighted scores of ``actions`` into ``out[:, cols]`` and absorb them
+        (compositions where ``active`` is false are skipped and get 0)."""
         b = self.batch
-        step_terms_kernel(actions, b.tokens, b.key, b.chords, b.core, b.consts, b.beat_level, b.pitch_of,
+        step_terms_kernel(actions, active, b.tokens, b.key, b.chords, b.core, b.consts, b.beat_level, b.pitch_of,
                           self.term_ids, self.params, self.weights, self.f_off, self.fstate, self.i_off,
                           self.istate, self.cols, out)

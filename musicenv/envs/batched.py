@@ -1,0 +1,447 @@
+"""Shared machinery of the musicenv environments: one batched core, two front ends.
+
+:class:`BatchedComposer` owns a :class:`~musicenv.core.CompositionBatch`, the reward
+composite, the per-episode context (key and chord progression) and the
+observation kernel. :class:`SingleComposerEnv` is that core at batch size 1 behind
+the ``gymnasium.Env`` API; :class:`VectorComposerEnv` runs it at batch size N
+behind ``gymnasium.vector.VectorEnv`` with next-step autoreset. Both call the same
+methods, so they agree step for step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from numba import njit
+
+from musicenv.composition import Composition
+from musicenv.core import (
+    C_EVENT_START,
+    C_LAST_PITCH,
+    C_T,
+    CompositionBatch,
+)
+from musicenv.encoding import HOLD, TokenGrid
+from musicenv.theory import (
+    CHORD_QUALITY,
+    CHORD_ROOT,
+    COMMON_PROGRESSIONS,
+    KEY_SCALE_MASK,
+    N_KEYS,
+    N_QUALITIES,
+    NO_CHORD,
+    Key,
+    Meter,
+    MusicTheoryError,
+    parse_key,
+    resolve_progression,
+)
+
+__all__ = ["BatchedComposer", "SingleComposerEnv", "VectorComposerEnv", "ActionError", "CHORD_FEATURES"]
+
+#: Width of one chord's encoding in the observation: root one-hot (12), quality
+#: one-hot (N_QUALITIES), "no chord" flag (1).
+CHORD_FEATURES = 12 + N_QUALITIES + 1
+
+
+class ActionError(ValueError):
+    """An action is not a valid token for the environment."""
+
+
+# ------------------------------------------------------------------------------ context
+_MODE_KEYS = {
+    "all": tuple(range(N_KEYS)),
+    "major": tuple(range(12)),
+    "minor": tuple(range(12, 24)),
+}
+
+
+def _resolve_keys(key: Any) -> tuple[int, ...]:
+    """Keys an episode may draw from: 'random'/'all', 'major', 'minor', one key or a list."""
+    if key is None:
+        return _MODE_KEYS["all"]
+    if isinstance(key, str) and key.lower() in ("random", "all", "major", "minor"):
+        return _MODE_KEYS["all" if key.lower() == "random" else key.lower()]
+    if isinstance(key, (list, tuple)):
+        if not key:
+            raise MusicTheoryError("empty list of keys; give at least one key name or index")
+        return tuple(parse_key(k) for k in key)
+    return (parse_key(key),)
+
+
+class ContextSampler:
+    """Draws (key, chord track) per episode from the env's ``np_random``.
+
+    ``progression`` is None (draw one of ``COMMON_PROGRESSIONS`` for the key's mode),
+    a roman-numeral/chord-symbol string or list (fixed; numerals read in the episode's
+    key), or a list of such progressions to draw from.
+    """
+
+    def __init__(self, key: Any, progression: Any, n_steps: int, steps_per_chord: int) -> None:
+        self.keys = np.array(_resolve_keys(key), dtype=np.int64)
+        self.n_steps, self.steps_per_chord = n_steps, steps_per_chord
+        if progression is None:
+            self.banks = {m: [list(p) for p in COMMON_PROGRESSIONS[m]] for m in ("major", "minor")}
+        else:
+            progs = progression if _is_progression_list(progression) else [progression]
+            self.banks = {"major": list(progs), "minor": list(progs)}
+        # chord track of every (key, progression) pair, precomputed so that drawing a
+        # batch of contexts is a vectorised lookup
+        n_prog = max(len(v) for v in self.banks.values())
+        self.n_prog = np.zeros(N_KEYS, dtype=np.int64)
+        self.tracks = np.full((N_KEYS, n_prog, n_steps), NO_CHORD, dtype=np.int64)
+        for k in np.unique(self.keys):
+            bank = self.banks["minor" if k >= 12 else "major"]
+            self.n_prog[k] = len(bank)
+            for i, prog in enumerate(bank):
+                self.tracks[k, i] = self.chord_track(resolve_progression(prog, int(k)))
+
+    def chord_track(self, codes: Sequence[int]) -> np.ndarray:
+        idx = (np.arange(self.n_steps) // self.steps_per_chord) % len(codes)
+        return np.asarray(codes, dtype=np.int64)[idx]
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        keys = self.keys[rng.integers(0, len(self.keys), size=n)]
+        prog = (rng.random(n) * self.n_prog[keys]).astype(np.int64)
+        return keys, self.tracks[keys, prog]
+
+    def from_options(self, options: dict, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        unknown = sorted(set(options) - {"key", "progression"})
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; accepted: 'key', 'progression'")
+        keys, tracks = self.draw(rng, n)
+        if options.get("key") is not None:
+            keys = np.full(n, parse_key(options["key"]), dtype=np.int64)
+            if options.get("progression") is None:
+                sub = ContextSampler(int(keys[0]), None if self._default_bank() else self.banks["major"],
+                                     self.n_steps, self.steps_per_chord)
+                _, tracks = sub.draw(rng, n)
+        if options.get("progression") is not None:
+            tracks = np.stack([self.chord_track(resolve_progression(options["progression"], int(k))) for k in keys])
+        return keys, tracks
+
+    def _default_bank(self) -> bool:
+        return self.banks["major"] == [list(p) for p in COMMON_PROGRESSIONS["major"]]
+
+
+def _is_progression_list(p: Any) -> bool:
+    return isinstance(p, (list, tuple)) and len(p) > 0 and all(isinstance(x, (list, tuple)) for x in p)
+
+
+# ------------------------------------------------------------------------------ observation
+@njit(cache=True)
+def observe_kernel(tokens, core, key, chords, next_chords, consts_n_steps, steps_per_bar, vocab,
+                   history_len, out):  # pragma: no cover
+    """Fill ``out[b]`` (zeros on entry) with the flat observation of composition b.
+
+    Layout: history (H x (V+1)) | pitch class (12) | position in bar (steps_per_bar) |
+    note duration (1) | current chord, next chord (2 x CHORD_FEATURES) | key (24) | progress (1).
+    """
+    n_q = 11
+    chord_w = 12 + n_q + 1
+    for b in range(tokens.shape[0]):
+        t = core[b, 0]
+        o = 0
+        for i in range(history_len):
+            s = t - history_len + i
+            tok = tokens[b, s] if s >= 0 else vocab  # vocab = BEGIN padding
+            out[b, o + i * (vocab + 1) + tok] = 1.0
+        o += history_len * (vocab + 1)
+        lp = core[b, 1]
+        if lp >= 0:
+            out[b, o + lp % 12] = 1.0
+        o += 12
+        out[b, o + t % steps_per_bar] = 1.0
+        o += steps_per_bar
+        dur = (t - core[b, 4]) / (2.0 * steps_per_bar) if t > 0 else 0.0
+        out[b, o] = dur if dur < 1.0 else 1.0
+        o += 1
+        tc = t if t < consts_n_steps else consts_n_steps - 1
+        for c_i in range(2):
+            code = chords[b, tc] if c_i == 0 else next_chords[b, tc]
+            if code == NO_CHORD:
+                out[b, o + chord_w - 1] = 1.0
+            else:
+                out[b, o + CHORD_ROOT_T[code]] = 1.0
+                out[b, o + 12 + CHORD_QUALITY_T[code]] = 1.0
+            o += chord_w
+        out[b, o + key[b]] = 1.0
+        o += 24
+        out[b, o] = t / consts_n_steps
+
+
+CHORD_ROOT_T = np.ascontiguousarray(CHORD_ROOT)
+CHORD_QUALITY_T = np.ascontiguousarray(CHORD_QUALITY)
+
+
+def next_chord_track(chords: np.ndarray) -> np.ndarray:
+    """``next[b, s]`` = the first chord after step s that differs from ``chords[b, s]``
+    (NO_CHORD if the chord never changes again)."""
+    nxt = np.full_like(chords, NO_CHORD)
+    B, T = chords.shape
+    for b in range(B):
+        row, cur = chords[b], NO_CHORD
+        for s in range(T - 2, -1, -1):
+            if row[s + 1] != row[s]:
+                cur = row[s + 1]
+            nxt[b, s] = cur
+    return nxt
+
+
+# ------------------------------------------------------------------------------ the core
+class BatchedComposer:
+    """B compositions, their reward and observation: the logic both front ends share."""
+
+    def __init__(self, batch_size: int, *, reward: Any = "theory", key: Any = "random", progression: Any = None,
+                 n_bars: int = 4, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
+                 max_pitch: int = 83, chords_per_bar: int = 1, tempo: float = 100.0, history_length: int = 16,
+                 constraint: str | None = None) -> None:
+        import rewards
+
+        if not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
+            raise ValueError(f"n_bars must be a positive integer, got {n_bars!r}")
+        if not isinstance(history_length, (int, np.integer)) or history_length < 1:
+            raise ValueError(f"history_length must be a positive integer, got {history_length!r}")
+        if constraint not in (None, "in_key"):
+            raise ValueError(f"unknown constraint {constraint!r}; accepted: None, 'in_key'")
+        if not (isinstance(tempo, (int, float)) and tempo > 0):
+            raise ValueError(f"tempo must be a positive number of quarter notes per minute, got {tempo!r}")
+        self.grid = TokenGrid(min_pitch, max_pitch, steps_per_quarter)
+        self.meter = Meter.parse(meter)
+        self.steps_per_bar = self.meter.steps_per_bar(steps_per_quarter)
+        if not isinstance(chords_per_bar, (int, np.integer)) or chords_per_bar < 1 or self.steps_per_bar % chords_per_bar:
+            raise ValueError(f"chords_per_bar={chords_per_bar!r} must be a positive divisor of the "
+                             f"{self.steps_per_bar} steps of a {self.meter} bar")
+        self.n_steps = int(n_bars) * self.steps_per_bar
+        self.n_bars, self.tempo, self.history_length, self.constraint = int(n_bars), float(tempo), int(history_length), constraint
+        self.sampler = ContextSampler(key, progression, self.n_steps, self.steps_per_bar // chords_per_bar)
+        self.reward = rewards.make(reward)
+        self.batch = CompositionBatch(batch_size, self.n_steps, self.grid, self.meter)
+        self.reward.bind(self.batch)
+        self.next_chords = np.full((batch_size, self.n_steps), NO_CHORD, dtype=np.int64)
+        V = self.grid.vocab_size
+        self.obs_shapes = {
+            "history": (self.history_length, V + 1),
+            "pitch_class": (12,),
+            "position": (self.steps_per_bar,),
+            "note_duration": (1,),
+            "chords": (2, CHORD_FEATURES),
+            "key": (N_KEYS,),
+            "progress": (1,),
+        }
+        self.obs_slices = {}
+        o = 0
+        for name, shape in self.obs_shapes.items():
+            size = int(np.prod(shape))
+            self.obs_slices[name] = (o, o + size)
+            o += size
+        self.obs_size = o
+        self.key_masks = np.ascontiguousarray(KEY_SCALE_MASK)
+
+    # -- spaces -----------------------------------------------------------------------
+    def single_observation_space(self) -> spaces.Dict:
+        return spaces.Dict({name: spaces.Box(0.0, 1.0, shape, dtype=np.float32)
+                            for name, shape in self.obs_shapes.items()})
+
+    def single_action_space(self) -> spaces.Discrete:
+        return spaces.Discrete(self.grid.vocab_size)
+
+    # -- episode life cycle ---------------------------------------------------------------
+    def reset(self, mask: np.ndarray, rng: np.random.Generator, options: dict | None) -> None:
+        n = int(mask.sum())
+        if options:
+            keys, tracks = self.sampler.from_options(options, rng, n)
+        else:
+            keys, tracks = self.sampler.draw(rng, n)
+        self.batch.reset(mask, keys, tracks)
+        self.next_chords[mask] = next_chord_track(tracks)
+        self.reward.reset(self.batch, mask)
+
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Score, then commit ``actions`` where ``active`` (default all); returns
+        (term values (B, n), reward (B,)), zero where inactive."""
+        if active is None:
+            active = self.batch.all_active
+        values, total = self.reward.step(self.batch, actions, active)
+        self.batch.commit(actions, active)
+        return values, total
+
+    def observe_flat(self) -> np.ndarray:
+        b = self.batch
+        out = np.zeros((b.batch_size, self.obs_size), dtype=np.float32)
+        observe_kernel(b.tokens, b.core, b.key, b.chords, self.next_chords, self.n_steps, self.steps_per_bar,
+                       self.grid.vocab_size, self.history_length, out)
+        return out
+
+    def split_obs(self, flat: np.ndarray, index: int | None) -> dict[str, np.ndarray]:
+        """Dict view of flat observations: of composition ``index``, or of all (batched)."""
+        if index is None:
+            n = flat.shape[0]
+            return {k: flat[:, a:z].reshape((n, *self.obs_shapes[k])) for k, (a, z) in self.obs_slices.items()}
+        row = flat[index]
+        return {k: row[a:z].reshape(self.obs_shapes[k]) for k, (a, z) in self.obs_slices.items()}
+
+    def action_masks(self) -> np.ndarray:
+        """(B, V) bool: actions allowed at the current step of each composition."""
+        B, V = self.batch.batch_size, self.grid.vocab_size
+        masks = np.ones((B, V), dtype=bool)
+        masks[self.batch.core[:, C_T] == 0, HOLD] = False
+        if self.constraint == "in_key":
+            pcs = self.batch.pitch_of[2:] % 12
+            masks[:, 2:] = self.key_masks[self.batch.key][:, pcs]
+        return masks
+
+    def composition(self, index: int) -> Composition:
+        b = self.batch
+        t = int(b.core[index, C_T])
+        return Composition(b.tokens[index, :t].copy(), Key.from_index(int(b.key[index])), self.meter,
+                           b.chords[index].copy(), self.grid, self.tempo,
+                           title=f"musicenv: {Key.from_index(int(b.key[index])).name}, {self.meter}")
+
+    def check_actions(self, actions: Any, n: int) -> np.ndarray:
+        arr = np.asarray(actions)
+        if arr.shape != (n,) or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+            if arr.shape == (n,) and np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
+                arr = arr.astype(np.int64)
+            else:
+                raise ActionError(f"expected {n} integer token(s), got {actions!r}; accepted: integers in "
+                                  f"0..{self.grid.vocab_size - 1} (0 REST, 1 HOLD, 2.. NOTE_ON)")
+        arr = arr.astype(np.int64, copy=False)
+        V = self.grid.vocab_size
+        if arr.min(initial=0) < 0 or arr.max(initial=0) >= V:
+            raise ActionError(f"action {arr.tolist() if n > 1 else int(arr[0])} outside the action space; accepted: "
+                              f"integers in 0..{V - 1} (0 REST, 1 HOLD, 2..{V - 1} NOTE_ON "
+                              f"{self.grid.min_pitch}..{self.grid.max_pitch})")
+        return np.ascontiguousarray(arr)
+
+
+# ------------------------------------------------------------------------------ front ends
+class SingleComposerEnv(gym.Env):
+    """The batched core at batch size 1 behind the ``gymnasium.Env`` API (see the
+    concrete envs' docstrings for the manual)."""
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; accepted: {self.metadata['render_modes']} or None")
+        self.render_mode = render_mode
+        self._kwargs = kwargs
+        self.core = BatchedComposer(1, **kwargs)
+        self.observation_space = self.core.single_observation_space()
+        self.action_space = self.core.single_action_space()
+        self._mask = np.ones(1, dtype=bool)
+        self._action = np.zeros(1, dtype=np.int64)
+        self._done = True
+        self.term_names = self.core.reward.names
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.core.reset(self._mask, self.np_random, options)
+        self._done = False
+        return self.core.split_obs(self.core.observe_flat(), 0), self._info(None)
+
+    def step(self, action):
+        if self._done:
+            raise RuntimeError("the episode is over (or reset() was never called); call reset() before step()")
+        a = action.item() if isinstance(action, np.ndarray) and action.shape in ((), (1,)) else action
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or not 0 <= a < self.action_space.n:
+            self.core.check_actions([a] if not isinstance(a, (list, tuple)) else a, 1)  # raises with details
+            raise ActionError(f"action {action!r} is not an integer token in 0..{self.action_space.n - 1}")
+        self._action[0] = a
+        values, total = self.core.step(self._action)
+        terminated = bool(self.core.batch.core[0, C_T] >= self.core.n_steps)
+        self._done = terminated
+        obs = self.core.split_obs(self.core.observe_flat(), 0)
+        return obs, float(total[0]), terminated, False, self._info(values[0])
+
+    def _info(self, values: np.ndarray | None) -> dict:
+        if values is None:
+            return {"key": Key.from_index(int(self.core.batch.key[0])).name}
+        return {"reward_terms": dict(zip(self.term_names, values.tolist()))}
+
+    def action_masks(self) -> np.ndarray:
+        """Boolean mask over actions, for sb3-contrib's MaskablePPO."""
+        return self.core.action_masks()[0]
+
+    @property
+    def composition(self) -> Composition:
+        """The composition written so far (tokens, key, meter, chord track)."""
+        return self.core.composition(0)
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
+            return None
+        from musicenv.render import render_ansi, render_rgb
+
+        if self.render_mode == "ansi":
+            return render_ansi(self.composition, n_steps=self.core.n_steps)
+        return render_rgb(self.composition, n_steps=self.core.n_steps)
+
+
+class VectorComposerEnv(gym.vector.VectorEnv):
+    """The batched core at batch size ``num_envs`` with next-step autoreset: the step
+    after an episode ends resets that sub-env (its action is ignored, its reward is 0)."""
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, render_mode: str | None = None, max_episode_steps: int | None = None,
+                 **kwargs: Any) -> None:
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; accepted: {self.metadata['render_modes']} or None")
+        self.num_envs = int(num_envs)
+        self.render_mode = render_mode
+        self.core = BatchedComposer(self.num_envs, **kwargs)
+        self.single_observation_space = self.core.single_observation_space()
+        self.single_action_space = self.core.single_action_space()
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+        self.term_names = self.core.reward.names
+        self._needs_reset = np.zeros(self.num_envs, dtype=bool)
+        self._all = np.ones(self.num_envs, dtype=bool)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.core.reset(self._all, self.np_random, options)
+        self._needs_reset[:] = False
+        return self.core.split_obs(self.core.observe_flat(), None), {}
+
+    def step(self, actions):
+        actions = self.core.check_actions(actions, self.num_envs)
+        resetting = self._needs_reset
+        if resetting.any():
+            # sub-envs whose episode ended last step start anew instead of acting
+            self.core.reset(resetting, self.np_random, None)
+            values, total = self.core.step(actions, ~resetting)
+        else:
+            values, total = self.core.step(actions)
+        terminated = self.core.batch.core[:, C_T] >= self.core.n_steps
+        self._needs_reset = terminated.copy()
+        obs = self.core.split_obs(self.core.observe_flat(), None)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        info = {"reward_terms": {n: values[:, j].copy() for j, n in enumerate(self.term_names)}}
+        return obs, total, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """(num_envs, n_actions) boolean masks."""
+        return self.core.action_masks()
+
+    def composition(self, index: int) -> Composition:
+        return self.core.composition(index)
+
+    def render(self):
+        if self.render_mode is None:
+            return None
+        from musicenv.render import render_ansi, render_rgb
+
+        comps = [self.core.composition(i) for i in range(self.num_envs)]
+        if self.render_mode == "ansi":
+            return [render_ansi(c, n_steps=self.core.n_steps) for c in comps]
+        return [render_rgb(c, n_steps=self.core.n_steps) for c in comps]

@@ -1,0 +1,113 @@
+"""MusicComposition-v0: write a melody over a chord progression, one token per step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from musicenv.envs.batched import SingleComposerEnv, VectorComposerEnv
+
+__all__ = ["MusicCompositionEnv", "MusicCompositionVectorEnv"]
+
+
+class MusicCompositionEnv(SingleComposerEnv):
+    """
+    ## Description
+
+    The agent writes a monophonic melody over a chord progression, one grid step (a 16th
+    note by default) at a time. Each episode has a key (one of 24) and a progression
+    (one chord per bar by default), drawn from the env's random generator or fixed by
+    the caller. Rewards come from pluggable music-theory terms (`rewards` package), so
+    the same task serves to compare reward designs.
+
+    ## Action Space
+
+    `Discrete(V)` with V = 2 + number of pitches (38 with the default range 48..83):
+
+    | Num        | Name            | Meaning                                         |
+    |------------|-----------------|-------------------------------------------------|
+    | 0          | REST            | silence starts (or goes on)                     |
+    | 1          | HOLD            | the sounding note (or rest) continues           |
+    | 2 .. V-1   | NOTE_ON(pitch)  | a new note of MIDI pitch `min_pitch + (a - 2)`  |
+
+    Rhythm is part of the action: a quarter note is NOTE_ON then three HOLDs.
+    `action_masks()` (for sb3-contrib's MaskablePPO) forbids HOLD at the first step and,
+    with `constraint="in_key"`, every pitch outside the episode's key.
+
+    ## Observation Space
+
+    A `Dict` of `Box(0, 1, float32)` entries, usable unchanged by SB3's
+    `MultiInputPolicy` (every entry is already one-hot or scaled, so SB3 adds no
+    preprocessing cost); `FlattenObservation` gives one flat vector.
+
+    | Key             | Shape                 | Meaning                                                   |
+    |-----------------|-----------------------|-----------------------------------------------------------|
+    | `history`       | (H, V + 1)            | one-hot of the last H tokens (default H = 16); column V marks padding before the start (BEGIN) |
+    | `pitch_class`   | (12,)                 | one-hot pitch class of the latest note (zeros before the first) |
+    | `position`      | (steps_per_bar,)      | one-hot position of the next step in its bar              |
+    | `note_duration` | (1,)                  | steps since the current note or rest began / (2 bars), capped at 1 |
+    | `chords`        | (2, 12 + 11 + 1)      | current chord and next different chord: root one-hot, quality one-hot (`musicenv.theory.QUALITIES`), "no chord" flag |
+    | `key`           | (24,)                 | one-hot key (0..11 major on C..B, 12..23 minor)           |
+    | `progress`      | (1,)                  | steps written / episode length                            |
+
+    ## Rewards
+
+    Any reward spec accepted by `rewards.make` (default: the `"theory"` preset, the nine
+    RL Tuner rules plus chord-aware terms). `info["reward_terms"]` maps each term's name
+    to its weighted contribution at this step; they sum to the reward.
+    `rewards.available()` lists the catalogue.
+
+    ## Starting State
+
+    An empty composition; the key and progression are drawn uniformly (key from `key`'s
+    choices, progression from `progression` or the bank `musicenv.theory.COMMON_PROGRESSIONS`
+    for the key's mode) unless fixed via the constructor or `reset(options={"key": ...,
+    "progression": ...})`.
+
+    ## Episode End
+
+    The episode terminates after `n_bars` bars (64 steps by default). There is no
+    truncation.
+
+    ## Arguments
+
+    ```python
+    gym.make("MusicComposition-v0", reward="theory", key="random", progression=None,
+             n_bars=4, meter="4/4", steps_per_quarter=4, min_pitch=48, max_pitch=83,
+             chords_per_bar=1, tempo=100, history_length=16, constraint=None,
+             render_mode=None)
+    ```
+
+    * `reward`: reward spec: a term/preset name, a list, a `{name: weight}` or
+      `{name: {weight, **kwargs}}` mapping, a YAML path or a `CompositeReward`.
+    * `key`: `"random"` (all 24), `"major"`, `"minor"`, a key name (`"D minor"`), an index
+      0..23, or a list of them to draw from.
+    * `progression`: `None` (draw from the bank), a progression (`"I-vi-IV-V"`,
+      `["ii", "V7", "I", "I"]`, `"C Am F G7"`), or a list of progressions to draw from.
+      Roman numerals are read in the episode's key; chords cycle if shorter than the piece.
+    * `meter`: `"4/4"`, `"3/4"`, `"2/4"` or `"6/8"`; `steps_per_quarter`: grid resolution.
+    * `min_pitch`, `max_pitch`: MIDI range of NOTE_ON actions, inclusive.
+    * `chords_per_bar`: harmonic rhythm (a divisor of the steps in a bar).
+    * `tempo`: quarter notes per minute, for export only.
+    * `render_mode`: `"ansi"` (text piano roll) or `"rgb_array"` (piano-roll picture).
+
+    `env.unwrapped.composition` returns the `Composition` written so far (export with
+    `to_midi`, `to_musicxml`, `to_music21`).
+
+    ## Vector version
+
+    `gym.make_vec("MusicComposition-v0", num_envs=N, vectorization_mode="vector_entry_point")`
+    runs the same batched core for N compositions at once (`MusicCompositionVectorEnv`,
+    next-step autoreset, one random generator for the batch).
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        super().__init__(render_mode=render_mode, **kwargs)
+
+
+class MusicCompositionVectorEnv(VectorComposerEnv):
+    """Vectorised MusicComposition-v0 (same arguments plus `num_envs`); see
+    :class:`MusicCompositionEnv`."""
