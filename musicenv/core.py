@@ -18,10 +18,15 @@ numba (environments import it when first made, never on ``import musicenv``).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from musicenv.encoding import HOLD, REST, TokenGrid
-from musicenv.theory import NO_CHORD, Meter
+from musicenv._numba_cache import drop_stale_numba_cache
+
+drop_stale_numba_cache()
+
+from numba import njit  # noqa: E402
+
+from musicenv.encoding import HOLD, REST, TokenGrid  # noqa: E402
+from musicenv.theory import NO_CHORD, Meter  # noqa: E402
 
 __all__ = ["CompositionBatch", "commit_kernel", "MOTIF_WINDOW", "beat_levels"]
 

@@ -31,8 +31,11 @@ register_preset("rl_tuner_theory", {name: 1.0 for name in RL_TUNER_RULES})
 
 # Everything, with the chord-aware terms scaled to matter next to the RL Tuner rules
 # (whose motif bonuses reach 3-9 per step and repetition costs 100).
+# The motif term is halved: it pays 3-4.5 at almost every step of a busy random line,
+# which would otherwise outweigh everything the other terms say about such a line.
 register_preset("theory", {
     **{name: 1.0 for name in RL_TUNER_RULES},
+    "motif": 0.5,
     "chord_tone_on_strong_beat": 3.0,
     "consonance": 2.0,
     "cadence": 6.0,
