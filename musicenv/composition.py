@@ -20,6 +20,7 @@ from musicenv.theory import (
     CHORD_QUALITY,
     CHORD_ROOT,
     NO_CHORD,
+    PITCH_CLASS_NAMES,
     QUALITIES,
     QUALITY_INTERVALS,
     Key,
@@ -32,7 +33,7 @@ from musicenv.theory import (
 if TYPE_CHECKING:
     import music21
 
-__all__ = ["Composition", "spell_pitch_class", "MIDI_TICKS_PER_QUARTER", "MELODY_PROGRAM", "CHORD_PROGRAM"]
+__all__ = ["Composition", "spell_pitch_class", "spelled_chord_name", "MIDI_TICKS_PER_QUARTER", "MELODY_PROGRAM", "CHORD_PROGRAM"]
 
 #: Resolution of exported MIDI files (ticks per quarter note); divisible by every
 #: supported ``steps_per_quarter`` so each grid step is a whole number of ticks.
@@ -53,7 +54,10 @@ _MAJOR_TONIC_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb"
 _MINOR_TONIC_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
 _LETTERS = "CDEFGAB"
 _NATURAL_PC = (0, 2, 4, 5, 7, 9, 11)
-_DEFAULT_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+# Chromatic notes as (scale degree 0..6, alteration in semitones), keyed by semitones
+# above the tonic; degrees count along the major or natural minor scale.
+_MAJOR_CHROMATIC = {1: (0, 1), 3: (2, -1), 6: (3, 1), 8: (5, -1), 10: (6, -1)}
+_MINOR_CHROMATIC = {1: (1, -1), 4: (2, 1), 6: (3, 1), 9: (5, 1), 11: (6, 1)}
 
 # music21 chord-symbol kinds of the quality codes in musicenv.theory.QUALITIES.
 _M21_KIND = {
@@ -75,30 +79,33 @@ def _accidental(n: int) -> str:
 def spell_pitch_class(pc: int, key: Key) -> str:
     """Note name of pitch class ``pc`` (0..11) as a musician would spell it in ``key``.
 
-    Scale tones take the key's letters (F# in D major, Cb in Gb minor...), the
-    raised 6th and 7th of a minor key are spelled as raised degrees (G# in A
-    minor, B natural in C minor), other chromatic notes are sharpened degrees in
-    sharp keys and flattened degrees in flat keys; C major and A minor use
-    C#, Eb, F#, Ab, Bb. Returns names like ``'C'``, ``'F#'``, ``'Bb'``, ``'F##'``.
+    Scale tones take the key's letters (F# in D major, Cb in Gb major). Chromatic
+    notes are spelled as the altered scale degree they most often are in tonal
+    music: in major #1, b3, #4, b6, b7 (C#, Eb, F#, Ab, Bb in C); in minor b2,
+    #3, #4 and the raised 6th and 7th (Bb, C#, D#, F#, G# in A minor). Returns
+    names like ``'C'``, ``'F#'``, ``'Bb'``, ``'E#'``, ``'F##'``.
     """
     pc %= 12
     tonic_letter = _LETTERS.index(_tonic_name(key)[0])
     letters = [_LETTERS[(tonic_letter + d) % 7] for d in range(7)]
     # Signed offset of each scale degree from its natural letter, in -2..2.
-    offsets = [((s - _NATURAL_PC[_LETTERS.index(letter)] + 6) % 12) - 6 for s, letter in zip(key.scale, letters)]
-    for d, s in enumerate(key.scale):
-        if s == pc:
-            return letters[d] + _accidental(offsets[d])
-    if key.minor and pc in ((key.tonic + 9) % 12, (key.tonic + 11) % 12):
-        d = 5 if pc == (key.tonic + 9) % 12 else 6
-        return letters[d] + _accidental(offsets[d] + 1)
-    signature = sum(offsets)
-    if signature == 0:
-        return _DEFAULT_NAMES[pc]
-    # A chromatic pitch class of a diatonic scale always lies a semitone from scale tones on both sides.
-    step = 1 if signature > 0 else -1
-    d = key.scale.index((pc - step) % 12)
-    return letters[d] + _accidental(offsets[d] + step)
+    offsets = [((s - _NATURAL_PC[_LETTERS.index(letter)] + 6) % 12) - 6 for s, letter in zip(key.scale, letters, strict=True)]
+    if pc in key.scale:
+        d, alteration = key.scale.index(pc), 0
+    else:
+        d, alteration = (_MINOR_CHROMATIC if key.minor else _MAJOR_CHROMATIC)[(pc - key.tonic) % 12]
+    return letters[d] + _accidental(offsets[d] + alteration)
+
+
+def spelled_chord_name(code: int, key: Key) -> str:
+    """Chord symbol of chord ``code`` with its root spelled for ``key`` (``'G#'`` in
+    C# minor where :func:`~musicenv.theory.chord_name` says ``'Ab'``); ``'N.C.'``
+    for ``NO_CHORD``."""
+    name = chord_name(code)
+    if code == NO_CHORD:
+        return name
+    root = int(CHORD_ROOT[code])
+    return spell_pitch_class(root, key) + name[len(PITCH_CLASS_NAMES[root]):]
 
 
 def _m21_name(name: str) -> str:
@@ -290,8 +297,9 @@ class Composition:
             # Fractions keep triplet grids (3, 6, 12, 24 steps per quarter) exact.
             return Fraction(steps, spq)
 
-        def spelled(midi: int) -> m21pitch.Pitch:
-            p = m21pitch.Pitch(_m21_name(spell_pitch_class(midi % 12, k)))
+        def pitch(name: str, midi: int) -> m21pitch.Pitch:
+            """Pitch spelled ``name`` (music21 style, 'B-') sounding at MIDI ``midi``."""
+            p = m21pitch.Pitch(name)
             p.octave = midi // 12 - 1
             p.octave += (midi - p.midi) // 12  # B#3 is MIDI 60, Cb4 is MIDI 59
             return p
@@ -305,35 +313,47 @@ class Composition:
 
         melody = part("Melody")
         for n in self.notes(include_rests=True):
-            el = m21note.Rest() if n.pitch is None else m21note.Note(spelled(n.pitch))
+            if n.pitch is None:
+                el = m21note.Rest()
+            else:
+                el = m21note.Note(pitch(_m21_name(spell_pitch_class(n.pitch, k)), n.pitch))
             el.quarterLength = quarters(n.duration)
             melody.insert(quarters(n.onset), el)
+
         chords = part("Chords")
+        symbols = []  # (offset in quarters, ChordSymbol or NoChord)
+        previous = NO_CHORD
         for code, onset, dur in self.chord_segments():
             if code == NO_CHORD:
-                melody.insert(quarters(onset), harmony.NoChord())
+                if previous != NO_CHORD:  # mark where a chord stops, not a silent start
+                    symbols.append((quarters(onset), harmony.NoChord()))
                 chords.insert(quarters(onset), m21note.Rest(quarterLength=quarters(dur)))
-                continue
-            root = int(CHORD_ROOT[code])
-            symbol = harmony.ChordSymbol(
-                root=_m21_name(spell_pitch_class(root, k)), kind=_M21_KIND[QUALITIES[CHORD_QUALITY[code]]]
-            )
-            melody.insert(quarters(onset), symbol)
-            # Spell the block chord's tones as its chord symbol does (Db-Fb-Abb for Dbdim).
-            names = {p.pitchClass: p.name for p in symbol.pitches}
-            tones = []
-            for midi in self.chord_voicing(code):
-                p = m21pitch.Pitch(names[midi % 12])
-                p.octave = midi // 12 - 1
-                p.octave += (midi - p.midi) // 12
-                tones.append(p)
-            chords.insert(quarters(onset), m21chord.Chord(tones, quarterLength=quarters(dur)))
+            else:
+                symbol = harmony.ChordSymbol(
+                    root=_m21_name(spell_pitch_class(int(CHORD_ROOT[code]), k)),
+                    kind=_M21_KIND[QUALITIES[CHORD_QUALITY[code]]],
+                )
+                symbols.append((quarters(onset), symbol))
+                # Spell the block chord's tones as its chord symbol does (Db-Fb-Abb for Dbdim).
+                names = {p.pitchClass: p.name for p in symbol.pitches}
+                tones = [pitch(names[midi % 12], midi) for midi in self.chord_voicing(code)]
+                chords.insert(quarters(onset), m21chord.Chord(tones, quarterLength=quarters(dur)))
+            previous = code
 
-        score = stream.Score(id="musicenv")
-        score.metadata = metadata.Metadata(title=self.title)
         for p in (melody, chords):
             p.makeNotation(inPlace=True)
-            score.insert(0, p)
+        # Chord symbols go into the finished measures: makeNotation would count their
+        # (octave 3) pitches when choosing the clef and split the melody into voices.
+        measures = list(melody.getElementsByClass(stream.Measure))
+        for offset, symbol in symbols:
+            bar = next(m for m in reversed(measures) if m.offset <= offset)
+            bar.insert(offset - bar.offset, symbol)
+
+        score = stream.Score(id="musicenv")
+        # Without a composer music21 writes its own name as the composer.
+        score.metadata = metadata.Metadata(title=self.title, composer="musicenv")
+        score.insert(0, melody)
+        score.insert(0, chords)
         return score
 
     def to_musicxml(self, path: str | pathlib.Path) -> pathlib.Path:

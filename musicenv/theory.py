@@ -165,7 +165,7 @@ for _a in _T.values():
 del _T, _a
 
 
-_PC_RE = re.compile(r"^([A-Ga-g])([#b♯♭s]*)")
+_PC_RE = re.compile(r"^([A-Ga-g])([#b♯♭]*)")
 
 
 def _parse_pc_prefix(text: str) -> tuple[int, str]:
@@ -177,7 +177,7 @@ def _parse_pc_prefix(text: str) -> tuple[int, str]:
         )
     pc = _LETTER_PC[m.group(1).upper()]
     for acc in m.group(2):
-        pc += 1 if acc in "#♯s" else -1
+        pc += 1 if acc in "#♯" else -1
     return pc % 12, text[m.end():]
 
 
