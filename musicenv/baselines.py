@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from musicenv.encoding import FIRST_PITCH_TOKEN, HOLD
-from musicenv.theory import KEY_SCALE_MASK, KEY_TONIC, QUALITY_INTERVALS, QUALITIES
+from musicenv.theory import KEY_SCALE_MASK, KEY_TONIC, QUALITIES, QUALITY_INTERVALS
 
 __all__ = ["RandomPolicy", "RuleBasedPolicy", "run_episode"]
 

@@ -137,7 +137,7 @@ def test_vector_env_of_one_matches_single_env(env_id):
     rng = np.random.default_rng(1)
     o1, _ = single.reset(seed=5)
     o2, _ = vec.reset(seed=5)
-    for step in range(2 * n_steps + 5):
+    for _ in range(2 * n_steps + 5):
         _assert_obs_equal(o1, {k: v[0] for k, v in o2.items()})
         a = int(rng.integers(0, single.action_space.n))
         o1, r1, t1, _, i1 = single.step(a)

@@ -8,12 +8,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from musicenv.encoding import (
-    DEFAULT_GRID, HOLD, REST, EncodingError, Note, TokenGrid, durations, notes_to_tokens, pitch_class_octave,
+    DEFAULT_GRID,
+    HOLD,
+    REST,
+    EncodingError,
+    Note,
+    TokenGrid,
+    durations,
+    notes_to_tokens,
+    pitch_class_octave,
     tokens_to_notes,
 )
 from musicenv.theory import (
-    KEY_NAMES, N_CHORDS, NO_CHORD, Chord, Key, Meter, MusicTheoryError, chord_name, parse_chord, parse_key,
-    parse_roman, resolve_progression,
+    KEY_NAMES,
+    N_CHORDS,
+    NO_CHORD,
+    Chord,
+    Key,
+    Meter,
+    MusicTheoryError,
+    chord_name,
+    parse_chord,
+    parse_key,
+    parse_roman,
+    resolve_progression,
 )
 
 

@@ -20,8 +20,6 @@ from numba import njit
 
 from musicenv.composition import Composition
 from musicenv.core import (
-    C_EVENT_START,
-    C_LAST_PITCH,
     C_T,
     CompositionBatch,
 )
