@@ -74,7 +74,7 @@ def consonance_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch
     pc = pitch % 12
     if _CHORD_PC[chord, pc]:
         return p[0]
-    if _CHORD_PC[chord, (pc + 1) % 12] or _CHORD_PC[chord, (pc + 11) % 12]:
+    if _CHORD_PC[chord, (pc + 11) % 12]:  # a semitone above a chord tone
         return -p[1]
     return 0.0
 
@@ -84,10 +84,12 @@ class Consonance(KernelTerm):
     """Reward new notes that agree with the chord underneath.
 
     Each NOTE_ON scores +``bonus`` (default 1) if its pitch class is a chord tone,
-    -``penalty`` (default 1) if it lies a semitone from a chord tone (a minor-2nd/major-7th
-    clash) and 0 for other non-chord tones (9ths, 4ths, 6ths: mild tensions). HOLD, REST
-    and "N.C." score 0. Range [-penalty, bonus] per step.
-    Source: common-practice harmony; semitone clashes as the sharpest dissonance.
+    -``penalty`` (default 1) if it lies a semitone *above* a chord tone (a minor 9th
+    against it: F over C major, Ab over C major, C over G7 — the "avoid notes") and 0
+    for other non-chord tones (9ths, #11ths, 6ths, major 7ths: usable tensions, e.g. D
+    over C minor). HOLD, REST and "N.C." score 0. Range [-penalty, bonus] per step.
+    Source: common-practice and jazz harmony (a minor 9th above a chord tone is the
+    sharpest clash; e.g. Levine, *The Jazz Theory Book*, "avoid notes").
     """
 
     kernel = "consonance"

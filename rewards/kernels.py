@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-
 from rewards import harmony as H
 from rewards import rl_tuner as R
 from rewards.base import KernelTerm

@@ -22,6 +22,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from rewards.base import CompositeReward, RewardSpecError, RewardTerm
 
 __all__ = ["register", "make", "available", "get", "PRESETS", "register_preset", "LAZY_TERMS"]
@@ -100,7 +102,7 @@ def _weight_of(v: Any) -> float:
 
 
 def _check_weight(name: str, w: Any) -> float:
-    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(float(w)):
+    if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) or not math.isfinite(float(w)):
         raise RewardSpecError(f"weight of reward term {name!r} must be a finite number, got {w!r}")
     return float(w)
 

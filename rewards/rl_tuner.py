@@ -29,7 +29,7 @@ from musicenv.core import (
     MOTIF_WINDOW,
 )
 from musicenv.encoding import HOLD, REST
-from musicenv.theory import KEY_SCALE_MASK, KEY_TONIC, KEY_IS_MINOR
+from musicenv.theory import KEY_IS_MINOR, KEY_SCALE_MASK, KEY_TONIC
 from rewards.base import KernelTerm, RewardSpecError
 from rewards.registry import register
 
@@ -72,7 +72,10 @@ def tonic_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, 
     last_beat = n - beat
     if t == 0 or t == last_beat:
         return p[0] if is_tonic else 0.0
-    if t > last_beat:
+    if 0 <= last_beat < t:
+        closing = pitch_of[tokens[last_beat]]
+        if closing < 0 or closing % 12 != _TONIC[key]:
+            return 0.0  # the final beat did not start on the tonic: nothing to hold
         if t == last_beat + 1:
             return p[0] if a == HOLD else 0.0
         return p[0] if a == HOLD or a == REST else 0.0
@@ -84,12 +87,14 @@ class Tonic(KernelTerm):
     """Reward starting on the tonic and ending on a held tonic.
 
     +``bonus`` (default 3) each: the first step plays the tonic; the first step of
-    the final beat plays the tonic; the step after it is HOLD; the remaining steps
-    of the final beat are HOLD or REST. Range [0, bonus] per step, at most
+    the final beat plays the tonic; if it does, the step after it is HOLD and the
+    remaining steps of the final beat are HOLD or REST. Range [0, bonus] per step, at most
     ``bonus * (steps_per_beat + 1)`` per episode (15 with 16th notes, as in the paper).
     Source: Jaques et al. 2017, "begin and end on the tonic". Differences from the
     reference code: any octave of the tonic counts (the code only knew middle C), and
-    the "final bar" is the meter's final beat at any resolution (the code's last 4 steps).
+    the "final bar" is the meter's final beat at any resolution (the code's last 4 steps),
+    and the holds of the final beat only count when they hold a final tonic (the code paid
+    them for holding anything, even a rest).
     """
 
     kernel = "tonic"
@@ -97,18 +102,16 @@ class Tonic(KernelTerm):
 
 
 # ---------------------------------------------------------------------------- no_repetition
-# fs: [run pitch, onsets of it in the current run, run crossed a REST/HOLD, RESTs in trailing
-#      REST/HOLD run, length of trailing REST/HOLD run]
+# fs: [run pitch, onsets of it in the current run, a REST/HOLD came after the run's first
+#      onset, RESTs in the trailing REST/HOLD run]
 @njit(cache=True)
 def no_repetition_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     excessive = False
     if a == REST:
         excessive = fs[3] >= p[3]
         fs[3] += 1.0
-        fs[4] += 1.0
         fs[2] = 1.0
     elif a == HOLD:
-        fs[4] += 1.0
         fs[2] = 1.0
     else:
         if a == fs[0]:
@@ -116,11 +119,11 @@ def no_repetition_kernel(a, t, key, tokens, chords, core, consts, beat_level, pi
             excessive = fs[1] >= limit
             fs[1] += 1.0
         else:
+            # RESTs/HOLDs before the run's first onset do not separate its repeats
             fs[0] = a
             fs[1] = 1.0
-            fs[2] = 1.0 if fs[4] > 0 else 0.0
+            fs[2] = 0.0
         fs[3] = 0.0
-        fs[4] = 0.0
     return -p[0] if excessive else 0.0
 
 
@@ -137,12 +140,14 @@ class NoRepetition(KernelTerm):
     times unless a rest is introduced or a note is held". Differences from the reference
     code: a HOLD is never penalised (the code counted HOLDs as repeated tokens, capping
     every note at 6 sixteenths, contrary to the paper's own words); its unreachable third
-    threshold is dropped. The walk-back of the code is computed incrementally (O(1)).
+    threshold is dropped; RESTs or HOLDs before the first onset of a run do not count as
+    separating its repeats (the code's walk-back counted them, so one rest before a run
+    let a pitch sound 7 times in a row). The walk-back is computed incrementally (O(1)).
     """
 
     kernel = "no_repetition"
     PARAMS = {"penalty": 100.0, "max_repeats": 5, "max_repeats_separated": 7, "max_rests": 2}
-    FSTATE_INIT = (-1.0, 0.0, 0.0, 0.0, 0.0)
+    FSTATE_INIT = (-1.0, 0.0, 0.0, 0.0)
 
     def validate(self) -> None:
         for k in ("max_repeats", "max_repeats_separated", "max_rests"):
@@ -163,7 +168,7 @@ def low_autocorrelation_kernel(a, t, key, tokens, chords, core, consts, beat_lev
             ist[1 + k] += tokens[t - k] * a
     ist[0] = S
     ist[1] = Q
-    if n < p[2]:
+    if n < p[3]:
         return 0.0
     B = n * n * Q - n * S * S
     if B == 0:  # constant prefix: the coefficient is undefined; no penalty
@@ -180,7 +185,7 @@ def low_autocorrelation_kernel(a, t, key, tokens, chords, core, consts, beat_lev
         R = S - first
         A = n * n * ist[1 + k] - n * S * (L + R) + (n - k) * S * S
         # |rho| > threshold, decided exactly in integers: |A| * den > num * B
-        if abs(A) * p[4] > p[3] * B:
+        if abs(A) * p[2] > p[1] * B:
             total += p[0] * abs(A) / B
     return -total
 
