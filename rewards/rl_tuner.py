@@ -156,34 +156,43 @@ class NoRepetition(KernelTerm):
 
 
 # ---------------------------------------------------------------------------- low_autocorrelation
-# ist: [S, Q, P1, P2, P3] running sums over the history's token values
+# ist: [S, Q, P1, P2, P3, n, last1, last2, last3, first0, first1, first2] over the pitches
+# of the onsets so far (last1 = the latest)
 @njit(cache=True)
 def low_autocorrelation_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
-    n = t + 1
-    S = ist[0] + a
-    Q = ist[1] + a * a
-    total = 0.0
+    v = pitch_of[a]
+    if v < 0:
+        return 0.0
+    n_prev = ist[5]
     for k in range(1, 4):
-        if t - k >= 0:
-            ist[1 + k] += tokens[t - k] * a
+        if n_prev >= k:
+            ist[1 + k] += ist[5 + k] * v
+    ist[8] = ist[7]
+    ist[7] = ist[6]
+    ist[6] = v
+    if n_prev < 3:
+        ist[9 + n_prev] = v
+    n = n_prev + 1
+    ist[5] = n
+    S = ist[0] + v
+    Q = ist[1] + v * v
     ist[0] = S
     ist[1] = Q
     if n < p[3]:
         return 0.0
     B = n * n * Q - n * S * S
-    if B == 0:  # constant prefix: the coefficient is undefined; no penalty
+    if B == 0:  # constant line: the coefficient is undefined; no penalty
         return 0.0
+    total = 0.0
     for k in range(1, 4):
         if n <= k:
             break
         first = 0
         last = 0
         for i in range(k):
-            first += tokens[i] if i < t else a
-            last += tokens[n - 1 - i] if n - 1 - i < t else a
-        L = S - last
-        R = S - first
-        A = n * n * ist[1 + k] - n * S * (L + R) + (n - k) * S * S
+            first += ist[9 + i]
+            last += ist[6 + i]
+        A = n * n * ist[1 + k] - n * S * ((S - last) + (S - first)) + (n - k) * S * S
         # |rho| > threshold, decided exactly in integers: |A| * den > num * B
         if abs(A) * p[2] > p[1] * B:
             total += p[0] * abs(A) / B
@@ -192,25 +201,28 @@ def low_autocorrelation_kernel(a, t, key, tokens, chords, core, consts, beat_lev
 
 @register("low_autocorrelation")
 class LowAutocorrelation(KernelTerm):
-    """Penalise strong autocorrelation of the line at lags 1, 2 and 3.
+    """Penalise strong autocorrelation of the melody's pitches at lags 1, 2 and 3.
 
-    At each step the autocorrelation coefficient rho_k of the token values written so
-    far (REST = 0, HOLD = 1, NOTE_ON = its token, as in the paper) is computed for
-    k = 1, 2, 3; each |rho_k| above ``threshold_num / threshold_den`` (default 3/20 =
-    0.15) costs ``scale * |rho_k|`` (scale 3). Range [-3 * scale, 0] per step.
-    Source: Jaques et al. 2017, "penalise autocorrelation". Differences from the
-    reference code: the threshold is decided exactly in integer arithmetic (the code's
-    float rounding decided ties); a constant prefix, whose coefficient is 0/0, is not
-    penalised (the code divided by zero); the penalty starts once ``min_length``
-    (default 8) steps exist, so the first pair of notes is not punished for being a pair
-    (the code charged -1.5 for any two different notes). Incremental, O(1) per step.
+    At each new note, the autocorrelation coefficient rho_k of the sequence of pitches
+    played so far (one value per onset) is computed for k = 1, 2, 3; each |rho_k| above
+    ``threshold_num / threshold_den`` (default 3/20 = 0.15) costs ``scale * |rho_k|``
+    (scale 3). HOLD and REST score 0. Range [-3 * scale, 0] per step.
+    Source: Jaques et al. 2017, "penalise autocorrelation" (repetitive patterns).
+    Differences from the reference code, which correlated raw token values at every
+    step: the signal is the pitch of each onset, so held notes and rests are not read as
+    very low pitches (with token values every long note made the line look periodic and
+    was penalised); the threshold is decided exactly in integers (the code's float
+    rounding decided ties); a constant line, whose coefficient is 0/0, is not penalised
+    (the code divided by zero); the penalty starts at the ``min_length``-th note (default
+    8), so the first pair of notes is not punished for being a pair (the code charged -1.5
+    for any two different notes). Incremental, O(1) per step.
     """
 
     kernel = "low_autocorrelation"
     PARAMS = {"scale": 3.0, "threshold_num": 3, "threshold_den": 20, "min_length": 8}
 
     def istate_size(self, n_steps: int) -> int:
-        return 5
+        return 12
 
     def validate(self) -> None:
         if self.params["threshold_den"] <= 0 or self.params["threshold_num"] < 0:

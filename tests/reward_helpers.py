@@ -169,10 +169,14 @@ def autocorrelation(values, k: int) -> Fraction | None:
 
 
 def oracle_low_autocorrelation(c: Composition) -> list[float]:
+    """Recomputed from scratch at every onset over the pitches played so far."""
     tokens = c.tokens.tolist()
     out = []
     for t in range(len(tokens)):
-        prefix = tokens[: t + 1]
+        if pitch_of(tokens[t]) is None:
+            out.append(0.0)
+            continue
+        prefix = [a for a in tokens[: t + 1] if pitch_of(a) is not None]
         total = Fraction(0)
         if len(prefix) >= 8:
             for k in (1, 2, 3):

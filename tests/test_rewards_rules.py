@@ -172,18 +172,28 @@ def test_alternating_line_exact_penalty_and_min_length():
 
 def test_autocorrelation_tie_at_the_threshold_is_not_penalised():
     # Only rho_1 = -3/20 exactly crosses nothing: no penalty at all.
-    tie_only = [14, 16, 14, 18, 16, 16, 18, 0]
-    assert autocorrelation(tie_only, 1) == Fraction(-3, 20)
-    assert abs(autocorrelation(tie_only, 2)) < Fraction(3, 20) and abs(autocorrelation(tie_only, 3)) < Fraction(3, 20)
+    tie_only = [14, 19, 18, 18, 19, 18, 19, 19]
+    assert [autocorrelation(tie_only, k) for k in (1, 2, 3)] == [Fraction(-3, 20), Fraction(1, 20), Fraction(1, 10)]
     assert raw("low_autocorrelation", comp(tie_only))[7] == 0.0
-    # rho = (3/20, -11/20, -9/50): lags 2 and 3 cost 3 * (11/20 + 9/50) = 2.19; the tie costs nothing.
-    tie_and_more = [14, 14, 16, 18, 0, 0, 18, 16]
-    assert [autocorrelation(tie_and_more, k) for k in (1, 2, 3)] == [Fraction(3, 20), Fraction(-11, 20), Fraction(-9, 50)]
-    assert raw("low_autocorrelation", comp(tie_and_more))[7] == pytest.approx(-2.19, abs=1e-12)
-    # With a threshold of 1/10 the lag-1 coefficient counts too: 3 * (0.15 + 0.55 + 0.18).
+    # rho = (3/20, -1/4, -3/5): lags 2 and 3 cost 3 * (1/4 + 3/5) = 2.55; the tie costs nothing.
+    tie_and_more = [16, 19, 18, 18, 15, 15, 16, 19]
+    assert [autocorrelation(tie_and_more, k) for k in (1, 2, 3)] == [Fraction(3, 20), Fraction(-1, 4), Fraction(-3, 5)]
+    assert raw("low_autocorrelation", comp(tie_and_more))[7] == pytest.approx(-2.55, abs=1e-12)
+    # With a threshold of 1/10 the lag-1 coefficient counts too: 3 * (0.15 + 0.25 + 0.6).
     lower = raw("low_autocorrelation", comp(tie_and_more), threshold_num=1, threshold_den=10)
-    assert lower[7] == pytest.approx(-2.64, abs=1e-12)
-    assert raw("low_autocorrelation", comp(tie_and_more), scale=1.0)[7] == pytest.approx(-0.73, abs=1e-12)
+    assert lower[7] == pytest.approx(-3.0, abs=1e-12)
+    assert raw("low_autocorrelation", comp(tie_and_more), scale=1.0)[7] == pytest.approx(-0.85, abs=1e-12)
+
+
+def test_autocorrelation_reads_onset_pitches_not_holds_and_rests():
+    # The same eight pitches as quarter notes with rests between score as sixteenths do,
+    # and only at their onsets: holds and rests are not values of the signal.
+    line = [14, 16] * 4
+    spread = [x for tok_ in line for x in (tok_, HOLD, REST, HOLD)]
+    dense = raw("low_autocorrelation", comp(line))
+    sparse = raw("low_autocorrelation", comp(spread))
+    assert sparse[28] == dense[7] == pytest.approx(-6.75, abs=1e-12)
+    assert np.count_nonzero(sparse) == 1
 
 
 # ---------------------------------------------------------------------------- motif
