@@ -415,5 +415,6 @@ def test_full_bach_corpus(_cache_in_tmp: Path):
     assert all(m.meter in ("4/4", "3/4", "2/4", "6/8") for m in c)
     pitches = np.concatenate([c.grid.pitch_table()[m.tokens] for m in c])
     sung = pitches[pitches >= 0]
-    assert 58 <= sung.min() and sung.max() <= 81  # a soprano's range, not a trumpet's
+    # A soprano's range (bwv254 dips to A3), not a trumpet's or a violin's.
+    assert 57 <= sung.min() and sung.max() <= 81
     assert np.mean(np.concatenate(c.chord_arrays()) != NO_CHORD) > 0.9
