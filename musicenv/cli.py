@@ -70,9 +70,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Modules that add subcommands: each defines ``add_commands(subparsers)``, registering
+#: parsers whose ``func(args) -> int`` runs the command. They are imported when the
+#: parser is built, so they must import heavy dependencies (torch, SB3) inside ``func``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
     parser = argparse.ArgumentParser(prog="musicenv", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
     p = sub.add_parser("demo", help="compose with the random and rule-based baselines; write MIDI/MusicXML/PNG")
     p.add_argument("--out", default="out", help="output directory (default: out)")
     p.add_argument("--pieces", type=int, default=3, help="pieces per policy (default: 3)")
