@@ -1,42 +1,61 @@
-"""Score a finished composition with any reward spec, without running an environment."""
+"""Score finished compositions with any reward spec, without running an environment."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["score", "score_steps"]
+__all__ = ["score", "score_steps", "score_steps_batch"]
 
 
-def score_steps(spec: Any, composition) -> tuple[tuple[str, ...], np.ndarray]:
-    """Per-step weighted term values of ``composition`` under ``spec``.
+def score_steps_batch(spec: Any, compositions: Sequence, chunk: int = 4096
+                      ) -> Iterator[tuple[list[int], tuple[str, ...], np.ndarray]]:
+    """Replay ``compositions`` through the reward ``spec``, many at once.
 
-    Returns ``(names, values)`` with ``values[t, j]`` the contribution of term j at step
-    t, exactly what an environment replaying the composition's tokens would report in
-    ``info["reward_terms"]``. The episode length is the composition's length, so terminal
-    terms fire at its last step.
+    Yields ``(indices, names, values)`` with ``values[b, t, j]`` the weighted value of term
+    j at step t of composition ``indices[b]`` — exactly what an environment replaying its
+    tokens reports in ``info["reward_terms"]``. Compositions of equal length, grid and
+    meter run together in batches of up to ``chunk``; each episode's length is its
+    composition's length, so terminal terms fire at its last step. Empty compositions
+    are skipped.
     """
     from musicenv.core import CompositionBatch
     from rewards.registry import make
 
-    reward = make(spec)
-    n = composition.n_steps
-    if n == 0:
-        return reward.names, np.zeros((0, len(reward.names)))
-    batch = CompositionBatch(1, n, composition.grid, composition.meter)
-    mask = np.ones(1, dtype=bool)
-    batch.reset(mask, key=np.array([composition.key.index]), chords=composition.chords[None, :n])
-    reward.bind(batch)
-    reward.reset(batch, mask)
-    out = np.empty((n, len(reward.names)))
-    action = np.empty(1, dtype=np.int64)
-    for t, tok in enumerate(composition.tokens.tolist()):
-        action[0] = tok
-        values, _ = reward.step(batch, action)
-        out[t] = values[0]
-        batch.commit(action)
-    return reward.names, out
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(compositions):
+        if c.n_steps:
+            groups.setdefault((c.n_steps, c.grid, c.meter), []).append(i)
+    for (n, grid, meter), members in groups.items():
+        for start in range(0, len(members), chunk):
+            idx = members[start:start + chunk]
+            reward = make(spec)
+            batch = CompositionBatch(len(idx), n, grid, meter)
+            mask = np.ones(len(idx), dtype=bool)
+            keys = np.array([compositions[i].key.index for i in idx], dtype=np.int64)
+            chords = np.stack([compositions[i].chords[:n] for i in idx])
+            tokens = np.stack([compositions[i].tokens for i in idx])
+            batch.reset(mask, key=keys, chords=chords)
+            reward.bind(batch)
+            reward.reset(batch, mask)
+            out = np.empty((len(idx), n, len(reward.names)))
+            for t in range(n):
+                action = np.ascontiguousarray(tokens[:, t])
+                out[:, t], _ = reward.step(batch, action)
+                batch.commit(action)
+            yield idx, reward.names, out
+
+
+def score_steps(spec: Any, composition) -> tuple[tuple[str, ...], np.ndarray]:
+    """Per-step weighted term values of one ``composition`` under ``spec``:
+    ``(names, values)`` with ``values[t, j]`` the contribution of term j at step t."""
+    for _, names, values in score_steps_batch(spec, [composition]):
+        return names, values[0]
+    from rewards.registry import make
+
+    return make(spec).names, np.zeros((0, len(make(spec).names)))
 
 
 def score(spec: Any, composition) -> dict[str, float]:
