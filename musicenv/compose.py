@@ -1,0 +1,609 @@
+"""``musicenv compose``: N pieces from a chosen source, written to an output folder.
+
+Per piece the folder gets ``<name>_<i>.mid`` (melody and chord track on separate
+instruments, tempo, key and time signatures), ``.musicxml`` (key, meter, chord
+symbols), ``.png`` (piano roll with title, chords, bar lines) and ``.wav`` when
+FluidSynth and a General MIDI soundfont are installed (:mod:`musicenv.audio`);
+plus ``index.md`` listing every piece with its reward terms (episode totals of
+``info["reward_terms"]``) and, when :mod:`musicenv.metrics` exists, a few metrics.
+
+Sources
+-------
+A *source* is a factory called once per :func:`compose` call as
+``factory(env, argument=..., temperature=...)`` with the env :func:`compose` made
+from the user's settings. It returns ``make_policy(seed) -> policy``, a fresh
+policy per piece, where ``policy(obs) -> action`` plays one episode (a source
+that cannot play in that env, e.g. a trained agent whose observation space
+differs, raises an error saying which settings to use). Built in: ``random``
+(uniformly random legal tokens) and ``rule``
+(:class:`~musicenv.baselines.RuleBasedPolicy`). Other modules add theirs with
+:func:`register_source`; the ones planned in DESIGN.md are listed in
+:data:`SOURCE_PROVIDERS`, and their module is imported the first time their name
+is asked for::
+
+    # in agents/note_rnn.py
+    from musicenv.compose import register_source
+
+    def _prior_source(env, *, argument, temperature):
+        model = NoteRNN.load()
+        return lambda seed: PriorPolicy(model, env, temperature=temperature, seed=seed)
+
+    register_source("prior", _prior_source, summary="the pretrained note-RNN sampled at a temperature",
+                    uses_temperature=True)
+
+A source that needs an argument (``run:RUN_DIR``) registers with
+``argument="RUN_DIR"`` and receives the text after the colon as ``argument``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import pathlib
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from musicenv.composition import Composition
+
+__all__ = [
+    "PieceRecord",
+    "SourceInfo",
+    "UnknownSourceError",
+    "OutputPathError",
+    "SOURCE_PROVIDERS",
+    "register_source",
+    "available_sources",
+    "get_source",
+    "compose",
+    "write_index",
+    "add_commands",
+]
+
+Policy = Callable[[dict[str, np.ndarray]], int]
+"""Plays one episode: observation -> action."""
+PolicyMaker = Callable[[int], Policy]
+"""Piece seed -> a fresh policy for that piece."""
+
+
+class SourceFactory(Protocol):
+    """Builds a source for ``env``; called once per :func:`compose` call.
+
+    ``argument`` is the text after ``name:`` (None for sources without one);
+    ``temperature`` (> 0) is 1 unless the source samples. Returns
+    ``make_policy(seed)``, a fresh policy for each piece.
+    """
+
+    def __call__(self, env: gym.Env, *, argument: str | None, temperature: float) -> PolicyMaker: ...
+
+
+class UnknownSourceError(ValueError):
+    """A source name that is not registered (or whose provider is not available)."""
+
+
+class OutputPathError(ValueError):
+    """A piece name or path that would write outside the output folder."""
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A registered source.
+
+    Attributes:
+        name: what users type (``"rule"``; ``"run"`` for ``run:RUN_DIR``).
+        factory: see :class:`SourceFactory`.
+        summary: one line for listings and error messages.
+        argument: metavar of the required ``name:ARGUMENT`` part, or None if it takes none.
+        uses_temperature: whether ``temperature`` changes what it plays.
+    """
+
+    name: str
+    factory: SourceFactory
+    summary: str
+    argument: str | None = None
+    uses_temperature: bool = False
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name}:{self.argument}" if self.argument else self.name
+
+
+_SOURCES: dict[str, SourceInfo] = {}
+
+#: Sources planned in DESIGN.md that other modules register when imported:
+#: name -> (module that calls :func:`register_source` for it, what it is).
+SOURCE_PROVIDERS: dict[str, tuple[str, str]] = {
+    "prior": ("agents.note_rnn", "the pretrained note-RNN sampled at a temperature"),
+    "run": ("agents.train", "a trained agent, run:RUN_DIR"),
+    "gan": ("agents.gan", "the GAN's generator"),
+}
+
+_NAME_RE = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def register_source(name: str, factory: SourceFactory, *, summary: str | None = None, argument: str | None = None,
+                    uses_temperature: bool = False, replace: bool = False) -> SourceFactory:
+    """Make ``factory`` (see :class:`SourceFactory`) available to :func:`compose` and
+    ``musicenv compose`` as ``name``.
+
+    ``name`` is lower-case letters, digits, ``_`` and ``-``. ``summary`` is one line
+    for listings (default: the first line of the factory's docstring). ``argument``
+    (e.g. ``"RUN_DIR"``) makes the source take a required ``name:ARGUMENT``.
+    ``uses_temperature`` says the source samples at the ``temperature`` it is given.
+    Registering a taken name raises ``ValueError`` unless ``replace=True``.
+    Returns ``factory``.
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValueError(f"source name {name!r} must be lower-case letters, digits, '_' or '-', starting with a letter")
+    if not callable(factory):
+        raise TypeError(f"source {name!r}: factory must be callable, got {factory!r}")
+    if name in _SOURCES and not replace:
+        raise ValueError(f"source {name!r} is already registered; pass replace=True to override it")
+    if summary is None:
+        summary = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
+    _SOURCES[name] = SourceInfo(name, factory, summary, argument, uses_temperature)
+    return factory
+
+
+def _load_provider(name: str) -> str | None:
+    """Import the module that provides source ``name``; None if it registered it, else why not."""
+    module, _ = SOURCE_PROVIDERS[name]
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        return f"{module} cannot be imported ({e})"
+    except Exception as e:  # a provider's bug must not break the other sources; report it
+        return f"{module} failed to import ({type(e).__name__}: {e})"
+    if name not in _SOURCES:
+        return f"{module} does not register it yet"
+    return None
+
+
+def available_sources() -> dict[str, str]:
+    """Every usable source (``usage -> summary``), importing the modules of
+    :data:`SOURCE_PROVIDERS` to find out which of theirs are ready (this may import torch)."""
+    for name in SOURCE_PROVIDERS:
+        if name not in _SOURCES:
+            _load_provider(name)
+    return {info.usage: info.summary for info in _SOURCES.values()}
+
+
+def _unknown(spec: str, problem: str) -> UnknownSourceError:
+    ready = available_sources()
+    lines = [f"{problem}; available sources:"]
+    lines += [f"  {usage}: {summary}" for usage, summary in ready.items()]
+    missing = [(n, m) for n, m in SOURCE_PROVIDERS.items() if n not in _SOURCES]
+    if missing:
+        lines.append("not available yet:")
+        lines += [f"  {n}: {what} (provided by {module})" for n, (module, what) in missing]
+    return UnknownSourceError("\n".join(lines))
+
+
+def get_source(spec: str) -> tuple[SourceInfo, str | None]:
+    """Resolve ``"name"`` or ``"name:ARGUMENT"`` to its :class:`SourceInfo` and argument.
+
+    Raises :class:`UnknownSourceError` (listing what is available) for an unknown
+    name, a planned source whose module is not there yet, or a missing/unexpected
+    argument.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise _unknown(repr(spec), f"source must be a name, got {spec!r}")
+    name, sep, argument = spec.strip().partition(":")
+    if name not in _SOURCES and name in SOURCE_PROVIDERS:
+        why = _load_provider(name)
+        if why is not None:
+            raise _unknown(spec, f"source {name!r} ({SOURCE_PROVIDERS[name][1]}) is not available: {why}")
+    if name not in _SOURCES:
+        available_sources()  # a provider module may register more names than its own (run-greedy)
+    info = _SOURCES.get(name)
+    if info is None:
+        raise _unknown(spec, f"unknown source {spec!r}")
+    if info.argument and not argument:
+        raise _unknown(spec, f"source {name!r} needs an argument: {info.usage}")
+    if not info.argument and sep:
+        raise _unknown(spec, f"source {name!r} takes no argument, got {spec!r}")
+    return info, (argument or None)
+
+
+# ---- built-in sources ------------------------------------------------------------------
+def _random_source(env: gym.Env, *, argument: str | None, temperature: float) -> PolicyMaker:
+    from musicenv.baselines import RandomPolicy
+
+    masked = hasattr(env.unwrapped, "action_masks")
+    return lambda seed: RandomPolicy(env, seed=seed, masked=masked)
+
+
+def _rule_source(env: gym.Env, *, argument: str | None, temperature: float) -> PolicyMaker:
+    from musicenv.baselines import RuleBasedPolicy
+
+    return lambda seed: RuleBasedPolicy(env, seed=seed)
+
+
+register_source("random", _random_source, summary="uniformly random tokens among those the env allows (action_masks)")
+register_source("rule", _rule_source,
+                summary="rule-based composer: chord tones on strong beats, scale steps between, tonic at both ends")
+
+
+# ---- output folder -----------------------------------------------------------------------
+#: File kinds written per piece, in writing order: kind -> suffix.
+PIECE_FILES: dict[str, str] = {"midi": ".mid", "musicxml": ".musicxml", "png": ".png", "wav": ".wav"}
+INDEX_NAME = "index.md"
+_FILE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_name(name: str) -> str:
+    """A piece-name prefix that stays a plain file name inside the output folder."""
+    if not isinstance(name, str) or not _FILE_NAME_RE.fullmatch(name) or ".." in name:
+        raise OutputPathError(
+            f"piece name {name!r} is not a plain file name (it could write outside the output folder); "
+            "use letters, digits, '.', '_' and '-', starting with a letter or digit, e.g. 'rule'"
+        )
+    return name
+
+
+def _default_name(info: SourceInfo, argument: str | None) -> str:
+    if argument is None:
+        return info.name
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", pathlib.Path(argument).name or argument).strip("-.")
+    return f"{info.name}_{slug}" if slug else info.name
+
+
+def _check_out_dir(out_dir: str | os.PathLike) -> pathlib.Path:
+    """The output folder as a Path, if it is or can become a writable directory; else raise.
+
+    Creates nothing. Raises ``NotADirectoryError`` if it (or an ancestor) exists as
+    a file, ``PermissionError`` if it, or the nearest existing ancestor it would be
+    created in, is not writable.
+    """
+    out = pathlib.Path(out_dir).expanduser()
+    if out.exists():
+        if not out.is_dir():
+            raise NotADirectoryError(f"output folder {str(out)!r} exists and is not a directory; "
+                                     "give a folder path (it is created if missing)")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(f"output folder {str(out)!r} is not writable")
+        return out
+    ancestor = out.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(f"cannot create output folder {str(out)!r}: {str(ancestor)!r} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot create output folder {str(out)!r}: {str(ancestor)!r} is not writable")
+    return out
+
+
+def _target(out: pathlib.Path, file_name: str) -> pathlib.Path:
+    """``out / file_name``, refusing anything that would land outside ``out``."""
+    path = out / file_name
+    if path.resolve().parent != out.resolve():
+        raise OutputPathError(f"{str(path)!r} resolves outside the output folder {str(out)!r}; remove or rename it")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {str(path)!r}: a directory of that name exists in the output folder")
+    return path
+
+
+# ---- metrics -----------------------------------------------------------------------------
+#: Per-piece statistics of ``musicenv.metrics`` shown in index.md: function -> the keys
+#: kept from the mapping it returns for one Composition (all of them if none of these).
+INDEX_METRICS: dict[str, tuple[str, ...]] = {
+    "muspy_statistics": ("pitch_range", "n_pitch_classes_used", "pitch_class_entropy", "scale_consistency",
+                         "empty_beat_rate", "groove_consistency"),
+    "harmony_statistics": ("chord_tone_rate", "strong_beat_chord_tone_rate", "cadence_rate", "key_consistency"),
+}
+
+
+def _metrics_module() -> tuple[Any | None, str | None]:
+    """``musicenv.metrics`` if it exists and imports, else (None, why not). Looked up
+    at call time: the module is optional for composing."""
+    from importlib.util import find_spec
+
+    if find_spec("musicenv.metrics") is None:
+        return None, "musicenv.metrics is not available"
+    try:
+        return importlib.import_module("musicenv.metrics"), None
+    except Exception as e:  # another module's bug must not stop composing; say what happened
+        return None, f"musicenv.metrics failed to import ({type(e).__name__}: {e})"
+
+
+def _piece_metrics(module: Any, comp: Composition) -> dict[str, float]:
+    """The :data:`INDEX_METRICS` of ``comp`` that ``module`` provides (numbers only)."""
+    out: dict[str, float] = {}
+    for fname, keys in INDEX_METRICS.items():
+        fn = getattr(module, fname, None)
+        if not callable(fn):
+            continue
+        try:
+            values = fn(comp)
+        except ValueError:  # e.g. a statistic undefined for this piece: show the others
+            continue
+        if not isinstance(values, Mapping):
+            continue
+        chosen = [k for k in keys if k in values] or list(values)
+        for k in chosen:
+            v = values[k]
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+                out[str(k)] = float(v)
+    return out
+
+
+# ---- composing ---------------------------------------------------------------------------
+@dataclass
+class PieceRecord:
+    """One composed piece.
+
+    Attributes:
+        index: 1-based number of the piece in its batch.
+        name: file stem in the output folder (``rule_01``).
+        seed: seed of the env reset and of the policy.
+        composition: the finished :class:`~musicenv.composition.Composition`.
+        reward_terms: episode total of each reward term, plus ``"total"``.
+        metrics: statistics from :mod:`musicenv.metrics` (empty if it is not available).
+        files: written files by kind (``"midi"``, ``"musicxml"``, ``"png"``, ``"wav"``).
+    """
+
+    index: int
+    name: str
+    seed: int
+    composition: Composition
+    reward_terms: dict[str, float]
+    metrics: dict[str, float] = field(default_factory=dict)
+    files: dict[str, pathlib.Path] = field(default_factory=dict)
+
+
+def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "MusicComposition-v0",
+            key: Any = None, progression: Any = None, meter: str | None = None, n_bars: int | None = None,
+            tempo: float | None = None, seed: int = 0, temperature: float = 1.0, reward: Any = None,
+            wav: bool | None = None, soundfont: str | os.PathLike | None = None, name: str | None = None,
+            progress: bool | None = None) -> list[PieceRecord]:
+    """Compose ``n`` pieces with ``source`` and write them, with ``index.md``, into ``out_dir``.
+
+    Args:
+        source: ``"random"``, ``"rule"`` or another registered source
+            (:func:`available_sources`); ``"name:ARGUMENT"`` for those taking one.
+        n: number of pieces (>= 1). Piece ``i`` (1-based) uses seed ``seed + i - 1``
+            for the env reset and the policy, so a batch is reproducible.
+        out_dir: output folder, created if missing. Nothing is written outside it.
+        env_id: a registered environment id.
+        key, progression, meter, n_bars, tempo: env settings (``None``: the env's
+            default, e.g. a random key and progression per piece).
+        temperature: sampling temperature (> 0) of sources that sample; a value
+            other than 1 for a source that does not is an error.
+        reward: reward spec whose terms are reported (see ``rewards.make``); ``None``:
+            the env's default (``"theory"`` for MusicComposition-v0).
+        wav: ``None`` writes WAV files if FluidSynth and a soundfont are found,
+            else prints one notice line; ``True`` requires them
+            (:class:`~musicenv.audio.AudioUnavailable` otherwise); ``False`` skips WAV.
+        soundfont: soundfont file for WAV (default: :func:`musicenv.audio.find_soundfont`).
+        name: file-name prefix (default: the source's name), a plain file name.
+        progress: show a tqdm progress bar (default: when ``n > 3``).
+
+    Returns:
+        One :class:`PieceRecord` per piece, in order.
+
+    Raises:
+        UnknownSourceError: unknown or unavailable ``source`` (the message lists the available ones).
+        OutputPathError: ``name`` is not a plain file name.
+        NotADirectoryError, PermissionError, IsADirectoryError: ``out_dir`` is a
+            file, is not writable, or a piece's file name is taken by a directory.
+            All of these are raised before anything is written.
+    """
+    from musicenv.audio import audio_unavailable_reason, find_fluidsynth, find_soundfont
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive number of pieces, got {n!r}")
+    n = int(n)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    info, argument = get_source(source)
+    if temperature != 1.0 and not info.uses_temperature:
+        raise ValueError(f"source {info.name!r} does not sample, so temperature={temperature} would do nothing; "
+                         "leave it at 1 or use a sampling source")
+    prefix = _check_name(name if name is not None else _default_name(info, argument))
+    out = _check_out_dir(out_dir)
+    width = max(2, len(str(n)))
+    stems = [f"{prefix}_{i:0{width}d}" for i in range(1, n + 1)]
+    wav_note: str | None = None  # why there are no WAV files
+    if wav is None:
+        reason = audio_unavailable_reason(soundfont)
+        if reason is not None:
+            wav_note = f"no WAV files: {reason}"
+            print(f"notice: {wav_note}", file=sys.stderr)
+    elif wav:
+        find_fluidsynth()
+        find_soundfont(soundfont)
+    else:
+        wav_note = "no WAV files: not requested"
+    kinds = [k for k in PIECE_FILES if k != "wav" or wav_note is None]
+    if out.is_dir():  # a new folder has no files yet to check
+        for stem in stems:
+            for kind in kinds:
+                _target(out, stem + PIECE_FILES[kind])
+        _target(out, INDEX_NAME)
+
+    env = _make_env(env_id, reward=reward, key=key, progression=progression, meter=meter, n_bars=n_bars, tempo=tempo)
+    try:
+        make_policy = info.factory(env, argument=argument, temperature=float(temperature))
+        metrics_module, metrics_note = _metrics_module()
+        out.mkdir(parents=True, exist_ok=True)
+        records = _compose_pieces(env, make_policy, info, argument, out, stems, seed, kinds, soundfont,
+                                  metrics_module, progress if progress is not None else n > 3)
+    finally:
+        env.close()
+    write_index(out / INDEX_NAME, records, settings={
+        "source": source, "env": env_id, "reward": reward, "seed": seed,
+        "temperature": temperature if info.uses_temperature else None,
+        "key": key, "progression": progression, "meter": meter, "bars": n_bars, "tempo": tempo,
+    }, notes=[note for note in (wav_note, metrics_note and f"no metrics: {metrics_note}") if note])
+    return records
+
+
+def _make_env(env_id: str, **settings: Any) -> gym.Env:
+    """``gym.make(env_id)`` with the settings that are not None; an unknown id raises
+    ``ValueError`` naming musicenv's ids."""
+    import gymnasium as gym
+
+    import musicenv
+
+    kwargs = {k: v for k, v in settings.items() if v is not None}
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as e:
+        raise ValueError(f"cannot make env {env_id!r}: {e}; musicenv's ids: {', '.join(musicenv.ENV_IDS)}") from e
+
+
+def _compose_pieces(env: gym.Env, make_policy: PolicyMaker, info: SourceInfo, argument: str | None,
+                    out: pathlib.Path, stems: list[str], seed: int, kinds: list[str],
+                    soundfont: str | os.PathLike | None, metrics_module: Any | None,
+                    show_progress: bool) -> list[PieceRecord]:
+    from tqdm import tqdm
+
+    from musicenv.audio import to_wav
+    from musicenv.baselines import run_episode
+    from musicenv.render import save_png
+
+    label = info.name if argument is None else f"{info.name} {pathlib.Path(argument).name or argument}"
+    records: list[PieceRecord] = []
+    for i, stem in enumerate(tqdm(stems, desc=f"composing ({info.name})", unit="piece", disable=not show_progress),
+                             start=1):
+        piece_seed = int(seed) + i - 1
+        comp, totals = run_episode(env, make_policy(piece_seed), seed=piece_seed)
+        comp.title = f"{label} #{i} ({comp.key.name}, {comp.meter})"
+        paths = {kind: _target(out, stem + PIECE_FILES[kind]) for kind in kinds}
+        comp.to_midi(paths["midi"])
+        comp.to_musicxml(paths["musicxml"])
+        save_png(comp, paths["png"], title=comp.title)
+        if "wav" in paths:
+            to_wav(comp, paths["wav"], soundfont=soundfont, midi_path=paths["midi"])
+        metrics = _piece_metrics(metrics_module, comp) if metrics_module is not None else {}
+        records.append(PieceRecord(i, stem, piece_seed, comp, {k: float(v) for k, v in totals.items()},
+                                   metrics, paths))
+    return records
+
+
+# ---- index.md ----------------------------------------------------------------------------
+def _fmt(v: float) -> str:
+    if math.isnan(v):
+        return "n/a"
+    return f"{v:.2f}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def write_index(path: str | os.PathLike, records: list[PieceRecord], settings: Mapping[str, Any] | None = None,
+                notes: list[str] | None = None) -> pathlib.Path:
+    """Write ``index.md``: the settings, a table of the pieces (key, meter, chords,
+    total reward, links to their files), their reward terms (episode totals, with
+    the mean over pieces), their metrics if any, and the piano rolls. Links are
+    relative, so the folder can be moved. Written atomically."""
+    from musicenv.render import write_atomically
+    from musicenv.theory import NO_CHORD
+
+    lines = ["# Compositions", ""]
+    shown = {k: v for k, v in (settings or {}).items() if v is not None}
+    if shown:
+        lines += [", ".join(f"{k}: `{v}`" for k, v in shown.items()), ""]
+    lines += [f"> {note}" for note in (notes or [])]
+    if notes:
+        lines.append("")
+    lines += ["| # | piece | key | meter | chords | total reward | files |", "|---:|---|---|---|---|---:|---|"]
+    for r in records:
+        c = r.composition
+        chords = " ".join(_spelled(code, c) for code, _, _ in c.chord_segments() if code != NO_CHORD) or "N.C."
+        files = " · ".join(f"[{kind}]({p.name})" for kind, p in r.files.items())
+        lines.append(f"| {r.index} | {_cell(c.title)} | {c.key.name} | {c.meter} | {_cell(chords)} | "
+                     f"{_fmt(r.reward_terms.get('total', 0.0))} | {files} |")
+    lines.append("")
+    for heading, attr in (("Reward terms (episode totals)", "reward_terms"), ("Metrics", "metrics")):
+        columns = list(dict.fromkeys(k for r in records for k in getattr(r, attr)))
+        if not columns:
+            continue
+        lines += [f"## {heading}", "", f"| # | {' | '.join(columns)} |", f"|---:|{'---:|' * len(columns)}"]
+        for r in records:
+            values = getattr(r, attr)
+            lines.append(f"| {r.index} | " + " | ".join(_fmt(values[k]) if k in values else "" for k in columns) + " |")
+        # Rates with an empty denominator are NaN; the mean is over the pieces that have them.
+        means = [_nanmean([getattr(r, attr)[k] for r in records if k in getattr(r, attr)]) for k in columns]
+        lines += ["| **mean** | " + " | ".join(f"**{_fmt(float(m))}**" for m in means) + " |", ""]
+    lines += ["## Piano rolls", ""]
+    for r in records:
+        if "png" in r.files:
+            lines += [f"![{_cell(r.composition.title)}]({r.files['png'].name})", ""]
+    text = "\n".join(lines)
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), what="index")
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _spelled(code: int, comp: Composition) -> str:
+    from musicenv.composition import spelled_chord_name
+
+    return spelled_chord_name(code, comp.key)
+
+
+# ---- command line ------------------------------------------------------------------------
+def _cmd_compose(args: argparse.Namespace) -> int:
+    from musicenv.audio import AudioRenderError, AudioUnavailable
+    from musicenv.render import render_ansi
+
+    try:
+        records = compose(
+            args.source, args.pieces, args.out, env_id=args.env, key=args.key, progression=args.progression,
+            meter=args.meter, n_bars=args.bars, tempo=args.tempo, seed=args.seed, temperature=args.temperature,
+            reward=args.reward, wav=args.wav, soundfont=args.soundfont, name=args.name,
+        )
+    except (AudioUnavailable, AudioRenderError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    first = records[0]
+    print(f"== {first.composition.title}: total reward {first.reward_terms['total']:.1f}")
+    print(render_ansi(first.composition))
+    mean = np.mean([r.reward_terms["total"] for r in records])
+    print(f"\nWrote {len(records)} piece(s) to {args.out}/ (mean total reward {mean:.1f}); "
+          f"see {pathlib.Path(args.out) / INDEX_NAME}")
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``musicenv compose`` (see :mod:`musicenv.cli`)."""
+    p = subparsers.add_parser(
+        "compose", help="compose N pieces from a source; write MIDI, MusicXML, PNG, WAV and index.md",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("source", help="random, rule, or another registered source (prior, run:RUN_DIR, gan "
+                                  "once their modules exist); an unknown name lists the available ones")
+    p.add_argument("-n", "--pieces", type=int, default=4, help="number of pieces (default: 4)")
+    p.add_argument("--out", default="out/compose", help="output folder, created if missing (default: out/compose)")
+    p.add_argument("--env", default="MusicComposition-v0", help="environment id (default: MusicComposition-v0)")
+    p.add_argument("--key", help="key, e.g. 'D minor', 'major', 'random' (default: the env's: random)")
+    p.add_argument("--progression", help="e.g. 'I-vi-IV-V' or 'C Am F G7' (default: drawn from the env's bank)")
+    p.add_argument("--meter", help="4/4, 3/4, 2/4 or 6/8 (default: the env's: 4/4)")
+    p.add_argument("--bars", type=int, help="bars per piece (default: the env's: 4)")
+    p.add_argument("--tempo", type=float, help="quarter notes per minute (default: the env's: 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first piece; piece i uses seed+i-1 (default: 0)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of sampling sources (default: 1)")
+    p.add_argument("--reward", help="reward spec whose terms are reported (default: the env's: theory)")
+    wav = p.add_mutually_exclusive_group()
+    wav.add_argument("--wav", dest="wav", action="store_const", const=True, default=None,
+                     help="require WAV files (error if FluidSynth or a soundfont is missing)")
+    wav.add_argument("--no-wav", dest="wav", action="store_const", const=False, help="write no WAV files")
+    p.add_argument("--soundfont", help="General MIDI soundfont (.sf2) for WAV (default: $MUSICENV_SOUNDFONT "
+                                       "or a system one)")
+    p.add_argument("--name", help="file-name prefix of the pieces (default: the source's name)")
+    p.set_defaults(func=_cmd_compose)
