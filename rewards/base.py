@@ -173,6 +173,7 @@ class CompositeReward:
         self._python_cols = [j for j, (_, t, _) in enumerate(self.terms) if not isinstance(t, KernelTerm)]
         kterms = [self.terms[j][1] for j in self._kernel_cols]
         self._kernel = kernels.KernelBatch(kterms, batch, self.weights[self._kernel_cols], self._kernel_cols)
+        self._numpy_total = len(self.terms) > kernels.MAX_ROW_SUM  # beyond what the kernel's sum mimics
         for j in self._python_cols:
             self.terms[j][1].bind(batch)
 
@@ -190,16 +191,20 @@ class CompositeReward:
             active = batch.all_active
         if batch is not self._batch:
             raise RuntimeError("CompositeReward.step called on a batch it was not bound/reset to")
-        values = np.empty((batch.batch_size, len(self.terms)), dtype=np.float64)
+        B = batch.batch_size
+        values = np.empty((B, len(self.terms)), dtype=np.float64)
+        total = np.empty(B, dtype=np.float64)
         for j in self._python_cols:
             name, term, w = self.terms[j]
             raw = np.asarray(term.step(batch, actions, active), dtype=np.float64)
-            if raw.shape != (batch.batch_size,):
-                raise ValueError(f"reward term {name!r} returned shape {raw.shape}, expected ({batch.batch_size},)")
+            if raw.shape != (B,):
+                raise ValueError(f"reward term {name!r} returned shape {raw.shape}, expected ({B},)")
             values[:, j] = np.where(active, w * raw, 0.0)
-        if len(self._kernel_cols):
-            self._kernel.step(actions, active, values)
-        return values, values.sum(axis=1)
+        # the compiled step scores the built-in terms and sums every row into total
+        self._kernel.step(actions, active, values, total)
+        if self._numpy_total:
+            total = values.sum(axis=1)
+        return values, total
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{n!r}: {w:g}" for n, _, w in self.terms)

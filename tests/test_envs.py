@@ -293,3 +293,9 @@ def test_random_action_sequences_never_crash(actions, seed, meter):
         assert env.observation_space.contains(obs)
         if term:
             env.reset()
+
+
+def test_reset_key_option_with_a_fixed_string_progression():
+    env = gym.make("MusicComposition-v0", progression="I-vi-IV-V")
+    env.reset(seed=0, options={"key": "A major"})
+    assert [chord_name(c) for c in env.unwrapped.composition.chords[::16]] == ["A", "F#m", "D", "E"]

@@ -20,8 +20,14 @@ from numba import njit
 
 from musicenv.composition import Composition
 from musicenv.core import (
+    C_EVENT_START,
+    C_LAST_PITCH,
     C_T,
+    K_N_STEPS,
+    K_STEPS_PER_BAR,
+    K_VOCAB,
     CompositionBatch,
+    commit_kernel,
 )
 from musicenv.encoding import HOLD, TokenGrid
 from musicenv.theory import (
@@ -87,8 +93,8 @@ class ContextSampler:
         else:
             progs = progression if _is_progression_list(progression) else [progression]
             self.banks = {"major": list(progs), "minor": list(progs)}
-        # chord track of every (key, progression) pair, precomputed so that drawing a
-        # batch of contexts is a vectorised lookup
+        # chord track (and its next-chord track) of every (key, progression) pair,
+        # precomputed so that drawing a batch of contexts is a vectorised lookup
         n_prog = max(len(v) for v in self.banks.values())
         self.n_prog = np.zeros(N_KEYS, dtype=np.int64)
         self.tracks = np.full((N_KEYS, n_prog, n_steps), NO_CHORD, dtype=np.int64)
@@ -97,30 +103,38 @@ class ContextSampler:
             self.n_prog[k] = len(bank)
             for i, prog in enumerate(bank):
                 self.tracks[k, i] = self.chord_track(resolve_progression(prog, int(k)))
+        self.next_tracks = next_chord_track(self.tracks.reshape(-1, n_steps)).reshape(self.tracks.shape)
 
     def chord_track(self, codes: Sequence[int]) -> np.ndarray:
         idx = (np.arange(self.n_steps) // self.steps_per_chord) % len(codes)
         return np.asarray(codes, dtype=np.int64)[idx]
 
-    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` contexts: keys (n,), chord tracks and next-chord tracks (n, n_steps)."""
         keys = self.keys[rng.integers(0, len(self.keys), size=n)]
         prog = (rng.random(n) * self.n_prog[keys]).astype(np.int64)
-        return keys, self.tracks[keys, prog]
+        return keys, self.tracks[keys, prog], self.next_tracks[keys, prog]
 
-    def from_options(self, options: dict, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def from_options(self, options: dict, rng: np.random.Generator, n: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         unknown = sorted(set(options) - {"key", "progression"})
         if unknown:
             raise ValueError(f"unknown reset option(s) {unknown}; accepted: 'key', 'progression'")
-        keys, tracks = self.draw(rng, n)
+        keys, tracks, next_tracks = self.draw(rng, n)
         if options.get("key") is not None:
             keys = np.full(n, parse_key(options["key"]), dtype=np.int64)
             if options.get("progression") is None:
-                sub = ContextSampler(int(keys[0]), None if self._default_bank() else self.banks["major"],
+                bank = self.banks["major"]
+                # one progression is passed as itself: a bank of one string progression
+                # would otherwise read as a single progression of one (unknown) numeral
+                own = bank[0] if len(bank) == 1 else bank
+                sub = ContextSampler(int(keys[0]), None if self._default_bank() else own,
                                      self.n_steps, self.steps_per_chord)
-                _, tracks = sub.draw(rng, n)
+                _, tracks, next_tracks = sub.draw(rng, n)
         if options.get("progression") is not None:
             tracks = np.stack([self.chord_track(resolve_progression(options["progression"], int(k))) for k in keys])
-        return keys, tracks
+            next_tracks = next_chord_track(tracks)
+        return keys, tracks, next_tracks
 
     def _default_bank(self) -> bool:
         return self.banks["major"] == [list(p) for p in COMMON_PROGRESSIONS["major"]]
@@ -132,30 +146,35 @@ def _is_progression_list(p: Any) -> bool:
 
 # ------------------------------------------------------------------------------ observation
 @njit(cache=True)
-def observe_kernel(tokens, core, key, chords, next_chords, consts_n_steps, steps_per_bar, vocab,
-                   history_len, out):  # pragma: no cover
-    """Fill ``out[b]`` (zeros on entry) with the flat observation of composition b.
+def observe_kernel(tokens, core, key, chords, next_chords, consts, history_len, out):  # pragma: no cover
+    """Write the flat observation of composition b into ``out[b]`` (any content on entry).
 
     Layout: history (H x (V+1)) | pitch class (12) | position in bar (steps_per_bar) |
     note duration (1) | current chord, next chord (2 x CHORD_FEATURES) | key (24) | progress (1).
+    Every entry reads a constant number of steps, so the cost does not grow with the
+    episode's length.
     """
     n_q = 11
     chord_w = 12 + n_q + 1
+    consts_n_steps = consts[K_N_STEPS]
+    steps_per_bar = consts[K_STEPS_PER_BAR]
+    vocab = consts[K_VOCAB]
     for b in range(tokens.shape[0]):
-        t = core[b, 0]
+        out[b, :] = 0.0
+        t = core[b, C_T]
         o = 0
         for i in range(history_len):
             s = t - history_len + i
             tok = tokens[b, s] if s >= 0 else vocab  # vocab = BEGIN padding
             out[b, o + i * (vocab + 1) + tok] = 1.0
         o += history_len * (vocab + 1)
-        lp = core[b, 1]
+        lp = core[b, C_LAST_PITCH]
         if lp >= 0:
             out[b, o + lp % 12] = 1.0
         o += 12
         out[b, o + t % steps_per_bar] = 1.0
         o += steps_per_bar
-        dur = (t - core[b, 4]) / (2.0 * steps_per_bar) if t > 0 else 0.0
+        dur = (t - core[b, C_EVENT_START]) / (2.0 * steps_per_bar) if t > 0 else 0.0
         out[b, o] = dur if dur < 1.0 else 1.0
         o += 1
         tc = t if t < consts_n_steps else consts_n_steps - 1
@@ -172,20 +191,30 @@ def observe_kernel(tokens, core, key, chords, next_chords, consts_n_steps, steps
         out[b, o] = t / consts_n_steps
 
 
+@njit(cache=True)
+def commit_observe_kernel(actions, active, tokens, core, pitch_of, key, chords, next_chords, consts, history_len,
+                          out):  # pragma: no cover
+    """:func:`~musicenv.core.commit_kernel` then :func:`observe_kernel`: one compiled call
+    per environment step after the reward's."""
+    commit_kernel(actions, active, tokens, core, pitch_of)
+    observe_kernel(tokens, core, key, chords, next_chords, consts, history_len, out)
+
+
 CHORD_ROOT_T = np.ascontiguousarray(CHORD_ROOT)
 CHORD_QUALITY_T = np.ascontiguousarray(CHORD_QUALITY)
 
 
-def next_chord_track(chords: np.ndarray) -> np.ndarray:
+@njit(cache=True)
+def next_chord_track(chords):  # pragma: no cover - compiled
     """``next[b, s]`` = the first chord after step s that differs from ``chords[b, s]``
-    (NO_CHORD if the chord never changes again)."""
+    (NO_CHORD if the chord never changes again); ``chords`` has shape (B, T)."""
     nxt = np.full_like(chords, NO_CHORD)
     B, T = chords.shape
     for b in range(B):
-        row, cur = chords[b], NO_CHORD
+        cur = NO_CHORD
         for s in range(T - 2, -1, -1):
-            if row[s + 1] != row[s]:
-                cur = row[s + 1]
+            if chords[b, s + 1] != chords[b, s]:
+                cur = chords[b, s + 1]
             nxt[b, s] = cur
     return nxt
 
@@ -238,7 +267,15 @@ class BatchedComposer:
             self.obs_slices[name] = (o, o + size)
             o += size
         self.obs_size = o
+        # (name, slice of the flat row, shape or None when the slice already has it):
+        # how split_obs cuts a flat observation into the Dict's views
+        self._obs_plan = [(name, slice(a, z), shape if len(shape) > 1 else None)
+                          for (name, (a, z)), shape in zip(self.obs_slices.items(), self.obs_shapes.values())]
         self.key_masks = np.ascontiguousarray(KEY_SCALE_MASK)
+        b = self.batch
+        # everything the compiled commit-and-observe step reads besides the actions, bound
+        # once (the arrays are updated in place, never replaced)
+        self._observe_args = (b.key, b.chords, self.next_chords, b.consts, self.history_length)
 
     # -- spaces -----------------------------------------------------------------------
     def single_observation_space(self) -> spaces.Dict:
@@ -252,11 +289,11 @@ class BatchedComposer:
     def reset(self, mask: np.ndarray, rng: np.random.Generator, options: dict | None) -> None:
         n = int(mask.sum())
         if options:
-            keys, tracks = self.sampler.from_options(options, rng, n)
+            keys, tracks, next_tracks = self.sampler.from_options(options, rng, n)
         else:
-            keys, tracks = self.sampler.draw(rng, n)
+            keys, tracks, next_tracks = self.sampler.draw(rng, n)
         self.batch.reset(mask, keys, tracks)
-        self.next_chords[mask] = next_chord_track(tracks)
+        self.next_chords[mask] = next_tracks
         self.reward.reset(self.batch, mask)
 
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -268,20 +305,36 @@ class BatchedComposer:
         self.batch.commit(actions, active)
         return values, total
 
+    def step_observe(self, actions: np.ndarray, active: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`step`, then :meth:`observe_flat`, in two compiled calls: returns (term
+        values (B, n), reward (B,), flat observations (B, obs_size))."""
+        b = self.batch
+        if active is None:
+            active = b.all_active
+        values, total = self.reward.step(b, actions, active)
+        out = np.empty((b.batch_size, self.obs_size), dtype=np.float32)
+        commit_observe_kernel(actions, active, b.tokens, b.core, b.pitch_of, *self._observe_args, out)
+        return values, total, out
+
     def observe_flat(self) -> np.ndarray:
         b = self.batch
-        out = np.zeros((b.batch_size, self.obs_size), dtype=np.float32)
-        observe_kernel(b.tokens, b.core, b.key, b.chords, self.next_chords, self.n_steps, self.steps_per_bar,
-                       self.grid.vocab_size, self.history_length, out)
+        out = np.empty((b.batch_size, self.obs_size), dtype=np.float32)
+        observe_kernel(b.tokens, b.core, *self._observe_args, out)
         return out
 
     def split_obs(self, flat: np.ndarray, index: int | None) -> dict[str, np.ndarray]:
-        """Dict view of flat observations: of composition ``index``, or of all (batched)."""
+        """Dict of views of flat observations: of composition ``index``, or of all (batched)."""
+        obs = {}
         if index is None:
             n = flat.shape[0]
-            return {k: flat[:, a:z].reshape((n, *self.obs_shapes[k])) for k, (a, z) in self.obs_slices.items()}
+            for name, cols, shape in self._obs_plan:
+                obs[name] = flat[:, cols] if shape is None else flat[:, cols].reshape((n, *shape))
+            return obs
         row = flat[index]
-        return {k: row[a:z].reshape(self.obs_shapes[k]) for k, (a, z) in self.obs_slices.items()}
+        for name, cols, shape in self._obs_plan:
+            obs[name] = row[cols] if shape is None else row[cols].reshape(shape)
+        return obs
 
     def action_masks(self) -> np.ndarray:
         """(B, V) bool: actions allowed at the current step of each composition."""
@@ -302,7 +355,7 @@ class BatchedComposer:
 
     def check_actions(self, actions: Any, n: int) -> np.ndarray:
         arr = np.asarray(actions)
-        if arr.shape != (n,) or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        if arr.shape != (n,) or arr.dtype.kind not in "iub":  # signed, unsigned integers or bool
             if arr.shape == (n,) and np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
                 arr = arr.astype(np.int64)
             else:
@@ -336,31 +389,29 @@ class SingleComposerEnv(gym.Env):
         self._action = np.zeros(1, dtype=np.int64)
         self._done = True
         self.term_names = self.core.reward.names
+        self._n_actions = int(self.action_space.n)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.core.reset(self._mask, self.np_random, options)
         self._done = False
-        return self.core.split_obs(self.core.observe_flat(), 0), self._info(None)
+        key = Key.from_index(int(self.core.batch.key[0])).name
+        return self.core.split_obs(self.core.observe_flat(), 0), {"key": key}
 
     def step(self, action):
         if self._done:
             raise RuntimeError("the episode is over (or reset() was never called); call reset() before step()")
         a = action.item() if isinstance(action, np.ndarray) and action.shape in ((), (1,)) else action
-        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or not 0 <= a < self.action_space.n:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or not 0 <= a < self._n_actions:
             self.core.check_actions([a] if not isinstance(a, (list, tuple)) else a, 1)  # raises with details
-            raise ActionError(f"action {action!r} is not an integer token in 0..{self.action_space.n - 1}")
+            raise ActionError(f"action {action!r} is not an integer token in 0..{self._n_actions - 1}")
         self._action[0] = a
-        values, total = self.core.step(self._action)
-        terminated = bool(self.core.batch.core[0, C_T] >= self.core.n_steps)
+        core = self.core
+        values, total, flat = core.step_observe(self._action)
+        terminated = bool(core.batch.core[0, C_T] >= core.n_steps)
         self._done = terminated
-        obs = self.core.split_obs(self.core.observe_flat(), 0)
-        return obs, float(total[0]), terminated, False, self._info(values[0])
-
-    def _info(self, values: np.ndarray | None) -> dict:
-        if values is None:
-            return {"key": Key.from_index(int(self.core.batch.key[0])).name}
-        return {"reward_terms": dict(zip(self.term_names, values.tolist()))}
+        return (core.split_obs(flat, 0), float(total[0]), terminated, False,
+                {"reward_terms": dict(zip(self.term_names, values[0].tolist()))})
 
     def action_masks(self) -> np.ndarray:
         """Boolean mask over actions, for sb3-contrib's MaskablePPO."""
@@ -417,15 +468,15 @@ class VectorComposerEnv(gym.vector.VectorEnv):
         if resetting.any():
             # sub-envs whose episode ended last step start anew instead of acting
             self.core.reset(resetting, self.np_random, None)
-            values, total = self.core.step(actions, ~resetting)
+            values, total, flat = self.core.step_observe(actions, ~resetting)
         else:
-            values, total = self.core.step(actions)
+            values, total, flat = self.core.step_observe(actions)
         terminated = self.core.batch.core[:, C_T] >= self.core.n_steps
         self._needs_reset = terminated.copy()
-        obs = self.core.split_obs(self.core.observe_flat(), None)
         truncated = np.zeros(self.num_envs, dtype=bool)
-        info = {"reward_terms": {n: values[:, j].copy() for j, n in enumerate(self.term_names)}}
-        return obs, total, terminated, truncated, info
+        # values is fresh every step, so each term's column can be handed out as a view
+        info = {"reward_terms": dict(zip(self.term_names, values.T))}
+        return self.core.split_obs(flat, None), total, terminated, truncated, info
 
     def action_masks(self) -> np.ndarray:
         """(num_envs, n_actions) boolean masks."""

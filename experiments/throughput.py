@@ -1,0 +1,531 @@
+"""Throughput benchmark: the environment must never be the bottleneck (issue 8).
+
+Every figure is a ratio against a reference measured in the same run (best of
+``--repeats`` interleaved repeats each), so machine speed and load cancel out as
+far as they can on a shared machine:
+
+``single_vs_cartpole``
+    MusicComposition-v0 (``theory`` reward), one env made with ``gym.make`` and its
+    default wrappers, random actions drawn up front: steps/s divided by CartPole-v1's
+    steps/s measured the same way. Resets at episode ends are part of the loop.
+``vector1024_vs_cartpole_vector``
+    ``gym.make_vec("MusicComposition-v0", num_envs=1024, vectorization_mode=
+    "vector_entry_point")`` env-steps/s divided by gymnasium's own CartPole vector env
+    at the same ``num_envs``.
+``length_scaling``
+    Per-step cost at ``n_bars=64`` divided by per-step cost at ``n_bars=4`` (single
+    env): every reward term and the observation are incremental, so about 1.
+``prior_reward_steps_per_s_256``
+    The vector env with reward ``{"theory": 1, "prior_log_likelihood": 1}`` at 256 envs,
+    torch on 2 threads: env-steps/s, and ``prior_reward_ratio_256``, its ratio to the
+    same env without the prior term. ``null`` with a reason when the prior (torch,
+    ``agents.note_rnn`` or its shipped checkpoint) is not available.
+``import_s_ratio``
+    Wall time of ``python -c "import musicenv"`` divided by ``python -c "import gymnasium"``.
+``corpus_cached_load_s``
+    ``musicenv.corpus.load("bach")`` from its cache, in a fresh process, seconds (the
+    corpus is parsed once first if the cache is cold).
+``numba_compile_s``
+    numba's one-time compile cost: time to the first single and vector step with an
+    empty numba cache minus the same with a warm one (not part of any figure above,
+    and never part of ``import musicenv``).
+
+Run ``python -m experiments.throughput [--json PATH]`` or ``musicenv bench`` on an
+otherwise idle machine; ``--quick`` runs everything at a tiny size (a smoke test,
+not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Settings", "run", "format_table", "main", "add_commands", "GOALS"]
+
+ENV_ID = "MusicComposition-v0"
+PRIOR_SPEC = {"theory": 1.0, "prior_log_likelihood": 1.0}
+PRIOR_SPEC_BY_PATH = {"theory": 1.0, "agents.note_rnn:PriorLogLikelihood": 1.0}
+
+#: figure -> (goal as text, test on the value).
+GOALS: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "single_vs_cartpole": (">= 0.5", lambda v: v >= 0.5),
+    "vector1024_vs_cartpole_vector": (">= 0.5", lambda v: v >= 0.5),
+    "length_scaling": ("<= 1.1", lambda v: v <= 1.1),
+    "prior_reward_steps_per_s_256": ("(absolute)", lambda v: True),
+    "prior_reward_ratio_256": (">= 0.2", lambda v: v >= 0.2),
+    "import_s_ratio": ("<= 1.5", lambda v: v <= 1.5),
+    "corpus_cached_load_s": ("< 1 s", lambda v: v < 1.0),
+    "numba_compile_s": ("(one-time)", lambda v: True),
+}
+
+
+@dataclass
+class Settings:
+    """Sizes of one benchmark run; :meth:`quick` is a smoke-test size."""
+
+    repeats: int = 3
+    steps: int = 20_000  # single-env steps per repeat (length_scaling too)
+    vector_envs: int = 1024
+    vector_steps: int = 650  # ten 64-step episodes plus their autoreset steps
+    prior_envs: int = 256
+    prior_steps: int = 130
+    subprocess_repeats: int = 5
+    corpus: str = "bach"
+    compile: bool = True
+    quick: bool = False
+
+    @classmethod
+    def quick_size(cls, repeats: int | None = None, steps: int | None = None) -> Settings:
+        return cls(repeats=repeats or 1, steps=steps or 600, vector_envs=16, vector_steps=70, prior_envs=8,
+                   prior_steps=20, subprocess_repeats=1, corpus="bach/bwv66.6", compile=False, quick=True)
+
+
+@dataclass
+class Result:
+    """All figures of one run (``None`` where a part is unavailable, with a reason)."""
+
+    figures: dict[str, float | None] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self, settings: Settings, load_before: Sequence[float], load_after: Sequence[float]) -> dict:
+        goals = {k: {"goal": GOALS[k][0], "met": _met(k, v)} for k, v in self.figures.items()}
+        return {**self.figures, "goals": goals, "reasons": self.reasons, "raw": self.raw,
+                "load_avg": {"before": list(load_before), "after": list(load_after)},
+                "settings": settings.__dict__.copy(), "versions": _versions(),
+                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                            "processor": platform.processor() or platform.machine()}}
+
+
+def _met(name: str, value: float | None) -> bool | None:
+    return None if value is None else bool(GOALS[name][1](value))
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("musicenv", "numpy", "numba", "gymnasium", "torch", "music21"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+class _NoGC:
+    """Timed loops run without the cyclic garbage collector, as ``timeit`` does."""
+
+    def __enter__(self) -> None:
+        self.was = gc.isenabled()
+        gc.collect()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was:
+            gc.enable()
+
+
+# ---------------------------------------------------------------------------- timed loops
+def single_steps_per_s(env: Any, actions: np.ndarray) -> float:
+    """Steps/s of ``env.step`` over ``actions`` (resetting at episode ends, as a rollout does)."""
+    step, reset = env.step, env.reset
+    reset(seed=0)
+    with _NoGC():
+        t0 = time.perf_counter()
+        for a in actions:
+            _, _, terminated, truncated, _ = step(a)
+            if terminated or truncated:
+                reset()
+        dt = time.perf_counter() - t0
+    return len(actions) / dt
+
+
+def vector_steps_per_s(env: Any, actions: Sequence[np.ndarray], steps: int) -> float:
+    """Env-steps/s (``num_envs`` x steps/s) of a vector env with next-step autoreset."""
+    step = env.step
+    env.reset(seed=0)
+    n = len(actions)
+    with _NoGC():
+        t0 = time.perf_counter()
+        for i in range(steps):
+            step(actions[i % n])
+        dt = time.perf_counter() - t0
+    return steps * env.num_envs / dt
+
+
+def _best_of(repeats: int, measures: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Best (highest) rate of each measure over ``repeats`` interleaved rounds."""
+    best = dict.fromkeys(measures, 0.0)
+    for _ in range(repeats):
+        for name, measure in measures.items():
+            best[name] = max(best[name], measure())
+    return best
+
+
+# ---------------------------------------------------------------------------- figures
+def measure_single(s: Settings, res: Result) -> None:
+    import gymnasium as gym
+
+    import musicenv  # noqa: F401
+
+    rng = np.random.default_rng(0)
+    cart = gym.make("CartPole-v1")
+    music = gym.make(ENV_ID, reward="theory")
+    cart_actions = rng.integers(0, cart.action_space.n, size=s.steps)
+    music_actions = rng.integers(0, music.action_space.n, size=s.steps)
+    single_steps_per_s(cart, cart_actions[:200])  # warm-up (numba cache load, first-call paths)
+    single_steps_per_s(music, music_actions[:200])
+    best = _best_of(s.repeats, {
+        "cartpole": lambda: single_steps_per_s(cart, cart_actions),
+        "music": lambda: single_steps_per_s(music, music_actions),
+    })
+    res.figures["single_vs_cartpole"] = best["music"] / best["cartpole"]
+    res.raw["single_steps_per_s"] = best["music"]
+    res.raw["cartpole_steps_per_s"] = best["cartpole"]
+    res.raw["single_us_per_step"] = 1e6 / best["music"]
+    res.raw["cartpole_us_per_step"] = 1e6 / best["cartpole"]
+
+
+def measure_vector(s: Settings, res: Result) -> None:
+    import gymnasium as gym
+
+    import musicenv  # noqa: F401
+
+    n = s.vector_envs
+    rng = np.random.default_rng(0)
+    cart = gym.make_vec("CartPole-v1", num_envs=n, vectorization_mode="vector_entry_point")
+    music = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", reward="theory")
+    cart_actions = [rng.integers(0, 2, size=n) for _ in range(16)]
+    music_actions = [rng.integers(0, music.single_action_space.n, size=n) for _ in range(16)]
+    vector_steps_per_s(cart, cart_actions, 10)
+    vector_steps_per_s(music, music_actions, 10)
+    cart_steps = 10 * s.vector_steps  # CartPole's step is far cheaper; time it over a similar span
+    best = _best_of(s.repeats, {
+        "cartpole": lambda: vector_steps_per_s(cart, cart_actions, cart_steps),
+        "music": lambda: vector_steps_per_s(music, music_actions, s.vector_steps),
+    })
+    res.figures["vector1024_vs_cartpole_vector"] = best["music"] / best["cartpole"]
+    res.raw["vector_num_envs"] = n
+    res.raw["vector_steps_per_s"] = best["music"]
+    res.raw["cartpole_vector_steps_per_s"] = best["cartpole"]
+    res.raw["vector_ns_per_env_step"] = 1e9 / best["music"]
+    res.raw["cartpole_vector_ns_per_env_step"] = 1e9 / best["cartpole"]
+
+
+def measure_length_scaling(s: Settings, res: Result) -> None:
+    import gymnasium as gym
+
+    import musicenv  # noqa: F401
+
+    short = gym.make(ENV_ID, reward="theory", n_bars=4)
+    long = gym.make(ENV_ID, reward="theory", n_bars=64)
+    actions = np.random.default_rng(1).integers(0, short.action_space.n, size=s.steps)
+    single_steps_per_s(short, actions[:200])
+    single_steps_per_s(long, actions[:200])
+    best = _best_of(s.repeats, {
+        "n_bars_4": lambda: single_steps_per_s(short, actions),
+        "n_bars_64": lambda: single_steps_per_s(long, actions),
+    })
+    res.figures["length_scaling"] = best["n_bars_4"] / best["n_bars_64"]  # cost ratio = inverse rate ratio
+    res.raw["n_bars_4_us_per_step"] = 1e6 / best["n_bars_4"]
+    res.raw["n_bars_64_us_per_step"] = 1e6 / best["n_bars_64"]
+
+
+def _make_prior_env(gym: Any, n: int) -> Any:
+    """The vector env with the prior term, by its registered name or else its import path."""
+    import rewards
+
+    try:
+        spec = rewards.make(PRIOR_SPEC)
+    except rewards.RewardSpecError as first:
+        try:
+            spec = rewards.make(PRIOR_SPEC_BY_PATH)
+        except rewards.RewardSpecError:
+            raise first from None
+    return gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", reward=spec)
+
+
+def measure_prior(s: Settings, res: Result) -> None:
+    import gymnasium as gym
+
+    import musicenv  # noqa: F401
+
+    key, ratio_key = "prior_reward_steps_per_s_256", "prior_reward_ratio_256"
+    n = s.prior_envs
+    try:
+        import torch
+    except ImportError as e:
+        res.figures[key] = res.figures[ratio_key] = None
+        res.reasons[key] = res.reasons[ratio_key] = f"torch is not importable: {e}"
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        try:
+            with_prior = _make_prior_env(gym, n)
+            with_prior.reset(seed=0)
+        except Exception as e:  # noqa: BLE001 - any failure to build the prior means "unavailable"
+            reason = f"the prior_log_likelihood term is not available: {type(e).__name__}: {e}"
+            res.figures[key] = res.figures[ratio_key] = None
+            res.reasons[key] = res.reasons[ratio_key] = reason
+            return
+        without = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", reward="theory")
+        rng = np.random.default_rng(2)
+        actions = [rng.integers(0, without.single_action_space.n, size=n) for _ in range(16)]
+        vector_steps_per_s(with_prior, actions, 5)
+        vector_steps_per_s(without, actions, 5)
+        best = _best_of(s.repeats, {
+            "prior": lambda: vector_steps_per_s(with_prior, actions, s.prior_steps),
+            "theory": lambda: vector_steps_per_s(without, actions, 10 * s.prior_steps),
+        })
+    finally:
+        torch.set_num_threads(threads)
+    res.figures[key] = best["prior"]
+    res.figures[ratio_key] = best["prior"] / best["theory"]
+    res.raw["prior_num_envs"] = n
+    res.raw["prior_torch_threads"] = 2
+    res.raw["prior_env_steps_per_s"] = best["prior"]
+    res.raw["prior_baseline_env_steps_per_s"] = best["theory"]
+
+
+def _wall_time(code: str, env: dict[str, str] | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def measure_import(s: Settings, res: Result) -> None:
+    best = {"musicenv": math.inf, "gymnasium": math.inf}
+    for _ in range(s.subprocess_repeats):
+        best["gymnasium"] = min(best["gymnasium"], _wall_time("import gymnasium"))
+        best["musicenv"] = min(best["musicenv"], _wall_time("import musicenv"))
+    res.figures["import_s_ratio"] = best["musicenv"] / best["gymnasium"]
+    res.raw["import_musicenv_s"] = best["musicenv"]
+    res.raw["import_gymnasium_s"] = best["gymnasium"]
+    heavy = subprocess.run(
+        [sys.executable, "-c", "import sys, musicenv; "
+         "print(','.join(m for m in ('numba', 'torch', 'music21', 'rewards') if m in sys.modules))"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    res.raw["import_musicenv_loads"] = heavy.split(",") if heavy else []
+
+
+_CORPUS_TIMED = """
+import time
+t_start = time.perf_counter()
+import json
+from musicenv import corpus
+t0 = time.perf_counter()
+c = corpus.load({name!r}, progress=False)
+t1 = time.perf_counter()
+print(json.dumps({{"seconds": t1 - t0, "with_import": t1 - t_start, "melodies": len(c),
+                  "from_cache": bool(c.report.from_cache)}}))
+"""
+
+
+def measure_corpus(s: Settings, res: Result) -> None:
+    key = "corpus_cached_load_s"
+    code = _CORPUS_TIMED.format(name=s.corpus)
+    try:
+        first = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                          text=True).stdout.strip().splitlines()[-1])
+        best: dict[str, Any] | None = None
+        for _ in range(s.subprocess_repeats):
+            out = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                            text=True).stdout.strip().splitlines()[-1])
+            if best is None or out["seconds"] < best["seconds"]:
+                best = out
+    except (subprocess.CalledProcessError, ValueError, IndexError) as e:
+        detail = getattr(e, "stderr", None) or str(e)
+        res.figures[key] = None
+        res.reasons[key] = f"could not load corpus {s.corpus!r}: {detail.strip().splitlines()[-1] if detail else e}"
+        return
+    assert best is not None
+    if not best["from_cache"]:
+        res.figures[key] = None
+        res.reasons[key] = f"corpus {s.corpus!r} was not read from its cache (is the cache writable?)"
+        return
+    res.figures[key] = best["seconds"]
+    res.raw["corpus"] = s.corpus
+    res.raw["corpus_melodies"] = best["melodies"]
+    res.raw["corpus_import_and_load_s"] = best["with_import"]  # import musicenv.corpus + load
+    res.raw["corpus_first_load_s"] = first["seconds"]
+    res.raw["corpus_first_load_parsed"] = not first["from_cache"]
+
+
+_FIRST_STEPS = f"""
+import time
+t0 = time.perf_counter()
+import gymnasium as gym, numpy as np, musicenv
+env = gym.make({ENV_ID!r})
+env.reset(seed=0)
+env.step(14)
+vec = gym.make_vec({ENV_ID!r}, num_envs=2, vectorization_mode="vector_entry_point")
+vec.reset(seed=0)
+vec.step(np.array([14, 15]))
+print(time.perf_counter() - t0)
+"""
+
+
+def measure_compile(s: Settings, res: Result) -> None:
+    key = "numba_compile_s"
+    if not s.compile:
+        res.figures[key] = None
+        res.reasons[key] = "skipped (--quick): compiling every kernel from scratch takes several seconds"
+        return
+    with tempfile.TemporaryDirectory(prefix="musicenv-numba-") as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+
+        def first_steps() -> float:
+            out = subprocess.run([sys.executable, "-c", _FIRST_STEPS], check=True, env=env, capture_output=True,
+                                 text=True)
+            return float(out.stdout.strip().splitlines()[-1])
+
+        cold = first_steps()  # compiles and fills the empty cache
+        warm = min(first_steps() for _ in range(max(1, s.subprocess_repeats // 2)))
+    res.figures[key] = cold - warm
+    res.raw["first_step_cold_cache_s"] = cold
+    res.raw["first_step_warm_cache_s"] = warm
+
+
+FIGURES: tuple[tuple[str, Callable[[Settings, Result], None]], ...] = (
+    ("single env vs CartPole", measure_single),
+    ("vector env vs CartPole vector env", measure_vector),
+    ("episode length scaling", measure_length_scaling),
+    ("prior reward at 256 envs", measure_prior),
+    ("import time", measure_import),
+    ("cached corpus load", measure_corpus),
+    ("numba compile cost", measure_compile),
+)
+
+
+def run(settings: Settings, only: Sequence[str] | None = None) -> tuple[Result, list[float], list[float]]:
+    """Measure every figure (or those whose measure function name ends with one of ``only``)."""
+    res = Result()
+    load_before = list(os.getloadavg())
+    for label, measure in FIGURES:
+        if only and not any(measure.__name__.endswith(o) for o in only):
+            continue
+        _log(f"measuring {label} ...")
+        measure(settings, res)
+    return res, load_before, list(os.getloadavg())
+
+
+# ---------------------------------------------------------------------------- report
+def _fmt(name: str, v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    if name == "prior_reward_steps_per_s_256":
+        return f"{v:,.0f} /s"
+    if name.endswith("_s"):
+        return f"{v:.3f} s"
+    return f"{v:.2f}"
+
+
+def format_table(res: Result) -> str:
+    """Markdown table: figure, value, goal, met?"""
+    rows = ["| figure | value | goal | met? |", "|---|---:|---|---|"]
+    for name, value in res.figures.items():
+        met = _met(name, value)
+        mark = "-" if met is None or GOALS[name][0].startswith("(") else ("yes" if met else "**no**")
+        rows.append(f"| `{name}` | {_fmt(name, value)} | {GOALS[name][0]} | {mark} |")
+    return "\n".join(rows)
+
+
+def _raw_lines(res: Result) -> list[str]:
+    r = res.raw
+    lines = []
+    if "single_us_per_step" in r:
+        lines.append(f"single env {r['single_us_per_step']:.2f} us/step vs CartPole {r['cartpole_us_per_step']:.2f}")
+    if "vector_ns_per_env_step" in r:
+        lines.append(f"vector env ({r['vector_num_envs']} envs) {r['vector_ns_per_env_step']:.1f} ns/env-step vs "
+                     f"CartPole {r['cartpole_vector_ns_per_env_step']:.1f} ({r['cartpole_vector_steps_per_s'] / 1e6:.1f}M/s)")
+    if "n_bars_4_us_per_step" in r:
+        lines.append(f"n_bars=4 {r['n_bars_4_us_per_step']:.2f} us/step, n_bars=64 {r['n_bars_64_us_per_step']:.2f}")
+    if "import_musicenv_s" in r:
+        lines.append(f"import musicenv {r['import_musicenv_s']:.3f} s, gymnasium {r['import_gymnasium_s']:.3f} s; "
+                     f"heavy modules loaded by import musicenv: {r['import_musicenv_loads'] or 'none'}")
+    if "corpus_melodies" in r:
+        lines.append(f"corpus {r['corpus']!r}: {r['corpus_melodies']} melodies; a fresh process imports "
+                     f"musicenv.corpus and loads them in {r['corpus_import_and_load_s']:.3f} s")
+    if "first_step_cold_cache_s" in r:
+        lines.append(f"first steps {r['first_step_cold_cache_s']:.2f} s with an empty numba cache, "
+                     f"{r['first_step_warm_cache_s']:.2f} s with a warm one")
+    for name, why in res.reasons.items():
+        lines.append(f"{name}: {why}")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.throughput", description=__doc__.split("\n\n")[0])
+    _add_options(parser)
+    return _run_cli(parser.parse_args(argv))
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="PATH", help="write every figure, raw rate, load average and version here")
+    p.add_argument("--repeats", type=int, help="interleaved repeats per figure, best kept (default 3; 1 with --quick)")
+    p.add_argument("--steps", type=int, help="single-env steps per repeat (default 20000; 600 with --quick)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script, not a measurement")
+    p.add_argument("--only", nargs="+", metavar="FIGURE",
+                   help="measure only these (single vector length_scaling prior import corpus compile)")
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    for opt in ("repeats", "steps"):
+        v = getattr(args, opt)
+        if v is not None and v < 1:
+            print(f"error: --{opt} must be >= 1, got {v}", file=sys.stderr)
+            return 2
+    if args.quick:
+        settings = Settings.quick_size(args.repeats, args.steps)
+    else:
+        settings = Settings()
+        settings.repeats = args.repeats or settings.repeats
+        settings.steps = args.steps or settings.steps
+    res, before, after = run(settings, args.only)
+    print(format_table(res))
+    print()
+    for line in _raw_lines(res):
+        print(line)
+    print(f"load average (1, 5, 15 min): before {_fmt_load(before)}, after {_fmt_load(after)}; "
+          f"{os.cpu_count()} CPUs")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res.to_json(settings, before, after), indent=1, allow_nan=False) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+def _fmt_load(load: Sequence[float]) -> str:
+    return " ".join(f"{x:.2f}" for x in load)
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``musicenv bench`` (see :mod:`musicenv.cli`)."""
+    p = subparsers.add_parser("bench", help="throughput benchmark: env steps/s as ratios to CartPole, import "
+                                             "and corpus load times (issue 8)")
+    _add_options(p)
+    p.set_defaults(func=_run_cli)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
