@@ -12,10 +12,10 @@ protocol, :mod:`rewards.rl_tuner` and :mod:`rewards.harmony` for the catalogue.
 from rewards import harmony, rl_tuner  # noqa: F401  (registers the built-in terms)
 from rewards.base import CompositeReward, KernelTerm, RewardSpecError, RewardTerm
 from rewards.registry import LAZY_TERMS, PRESETS, available, get, make, register, register_preset
-from rewards.scoring import score, score_steps
+from rewards.scoring import score, score_steps, score_steps_batch
 
 __all__ = ["RewardTerm", "KernelTerm", "CompositeReward", "RewardSpecError", "make", "available", "get",
-           "register", "register_preset", "PRESETS", "LAZY_TERMS", "score", "score_steps",
+           "register", "register_preset", "PRESETS", "LAZY_TERMS", "score", "score_steps", "score_steps_batch",
            "RL_TUNER_RULES", "CHORD_TERMS"]
 
 #: The nine RL Tuner rules, in the paper's order.
@@ -45,3 +45,4 @@ register_preset("theory", {
     "rhythmic_variety": 6.0,
     "rest_ratio": 4.0,
 })
+LAZY_TERMS["discriminator"] = "agents.gan:DiscriminatorReward"
