@@ -21,5 +21,17 @@ _register(
     vector_entry_point="musicenv.envs.music_composition:MusicCompositionVectorEnv",
 )
 
+_register(
+    id="Counterpoint-v0",
+    entry_point="musicenv.envs.counterpoint:CounterpointEnv",
+    vector_entry_point="musicenv.envs.counterpoint:CounterpointVectorEnv",
+)
+
+_register(
+    id="Harmonization-v0",
+    entry_point="musicenv.envs.harmonization:HarmonizationEnv",
+    vector_entry_point="musicenv.envs.harmonization:HarmonizationVectorEnv",
+)
+
 #: Every environment id this package registers.
-ENV_IDS = ("MusicComposition-v0",)
+ENV_IDS = ("MusicComposition-v0", "Counterpoint-v0", "Harmonization-v0")

@@ -5,6 +5,9 @@ that the numba kernels read directly:
 
 * ``tokens[b, :t]`` the tokens written so far (``t = core[b, C_T]``),
 * ``key[b]`` the key index (0..23) and ``chords[b, s]`` the chord code at step s,
+* ``voice[b, s]`` the MIDI pitch a given second voice sounds at step s (a cantus
+  firmus, a melody to harmonise), -2 where that voice rests, -1 where there is none
+  (always, in MusicComposition-v0),
 * ``core[b, :]`` a few running facts about the line, updated incrementally by
   :func:`commit_kernel` after each step (columns ``C_*`` below),
 * batch-wide constants (``consts``, columns ``K_*``), the metrical weight of every
@@ -37,7 +40,8 @@ C_PREV_PITCH = 2  # MIDI pitch of the NOTE_ON before that, -1 if none
 C_LAST_EVENT = 3  # latest token that is not HOLD (REST or NOTE_ON), -1 at the start
 C_EVENT_START = 4  # step at which that event began (0 at the start)
 C_WINDOW = 5  # the last MOTIF_WINDOW tokens packed a byte each, newest in the low byte
-N_CORE = 6
+C_END = 6  # this episode's length in steps (n_steps unless the env plans shorter episodes)
+N_CORE = 7
 
 # ---- columns of CompositionBatch.consts (int64, batch-wide) ----------------------------
 K_N_STEPS = 0  # episode length in steps
@@ -46,7 +50,8 @@ K_STEPS_PER_BEAT = 2
 K_STEPS_PER_QUARTER = 3
 K_MIN_PITCH = 4
 K_VOCAB = 5
-N_CONSTS = 6
+K_VOICE_ABOVE = 6  # 1 if the given voice (``voice``) sounds above the line being written, else 0
+N_CONSTS = 7
 
 #: Length of the token window used for motifs: 8 steps, the RL Tuner's "bar". Eight
 #: tokens (each < 256) pack exactly into one int64, so window equality is exact.
@@ -102,6 +107,7 @@ class CompositionBatch:
         self.tokens = np.zeros((batch_size, n_steps), dtype=np.int64)
         self.key = np.zeros(batch_size, dtype=np.int64)
         self.chords = np.full((batch_size, n_steps), NO_CHORD, dtype=np.int64)
+        self.voice = np.full((batch_size, n_steps), -1, dtype=np.int64)
         self.core = np.zeros((batch_size, N_CORE), dtype=np.int64)
         self.consts = np.zeros(N_CONSTS, dtype=np.int64)
         self.consts[K_N_STEPS] = n_steps
@@ -120,18 +126,23 @@ class CompositionBatch:
         """Steps written so far, per composition (a view)."""
         return self.core[:, C_T]
 
-    def reset(self, mask: np.ndarray, key: np.ndarray | None = None, chords: np.ndarray | None = None) -> None:
+    def reset(self, mask: np.ndarray, key: np.ndarray | None = None, chords: np.ndarray | None = None,
+              voice: np.ndarray | None = None, length: np.ndarray | None = None) -> None:
         """Start new, empty compositions where ``mask`` is true, with the given
-        per-composition ``key`` (shape (n,)) and ``chords`` (shape (n, n_steps))."""
+        per-composition ``key`` (shape (n,)), ``chords`` and given ``voice`` (shape
+        (n, n_steps)) and episode ``length`` in steps (shape (n,), default n_steps)."""
         self.tokens[mask] = 0
         self.core[mask] = 0
         self.core[mask, C_LAST_PITCH] = -1
         self.core[mask, C_PREV_PITCH] = -1
         self.core[mask, C_LAST_EVENT] = -1
+        self.core[mask, C_END] = self.n_steps if length is None else length
         if key is not None:
             self.key[mask] = key
         if chords is not None:
             self.chords[mask] = chords
+        if voice is not None:
+            self.voice[mask] = voice
 
     def commit(self, actions: np.ndarray, active: np.ndarray | None = None) -> None:
         """Append ``actions[b]`` (int64, shape (B,)) to composition b where ``active[b]``

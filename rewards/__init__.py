@@ -9,7 +9,7 @@ See :mod:`rewards.registry` for every spec form, :mod:`rewards.base` for the ter
 protocol, :mod:`rewards.rl_tuner` and :mod:`rewards.harmony` for the catalogue.
 """
 
-from rewards import harmony, rl_tuner  # noqa: F401  (registers the built-in terms)
+from rewards import counterpoint, harmonization, harmony, rl_tuner  # noqa: F401  (registers the built-in terms)
 from rewards.base import CompositeReward, KernelTerm, RewardSpecError, RewardTerm
 from rewards.registry import LAZY_TERMS, PRESETS, available, get, make, register, register_preset
 from rewards.scoring import score, score_steps, score_steps_batch
@@ -46,3 +46,22 @@ register_preset("theory", {
     "rest_ratio": 4.0,
 })
 LAZY_TERMS["discriminator"] = "agents.gan:DiscriminatorReward"
+# Two-voice species counterpoint (Counterpoint-v0): the cadence and parallels weigh most,
+# as in a teacher's marking; contrary motion is a mild preference.
+register_preset("counterpoint", {
+    "vertical_consonance": 2.0,
+    "parallel_perfects": 3.0,
+    "direct_perfects": 1.0,
+    "contrary_motion": 1.0,
+    "voice_crossing": 2.0,
+    "melodic_leaps": 1.0,
+    "single_climax": 2.0,
+    "proper_cadence": 4.0,
+})
+# Harmonization-v0: the cadence decides a phrase; chord tones under the melody come next.
+register_preset("harmonization", {
+    "melody_chord_tone": 2.0,
+    "functional_progression": 1.0,
+    "harmonic_cadence": 4.0,
+    "corpus_agreement": 1.0,
+})

@@ -39,7 +39,7 @@ def _sounding_pitch(a, core, pitch_of):  # pragma: no cover
 
 # ---------------------------------------------------------------------------- chord_tone_on_strong_beat
 @njit(cache=True)
-def chord_tone_on_strong_beat_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def chord_tone_on_strong_beat_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     if beat_level[t] < LEVEL_STRONG or chords[t] == NO_CHORD:
         return 0.0
     pitch = _sounding_pitch(a, core, pitch_of)
@@ -66,7 +66,7 @@ class ChordToneOnStrongBeat(KernelTerm):
 
 # ---------------------------------------------------------------------------- consonance
 @njit(cache=True)
-def consonance_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def consonance_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     pitch = pitch_of[a]
     chord = chords[t]
     if pitch < 0 or chord == NO_CHORD:
@@ -98,7 +98,7 @@ class Consonance(KernelTerm):
 
 # ---------------------------------------------------------------------------- cadence
 @njit(cache=True)
-def cadence_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def cadence_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     if t != consts[K_N_STEPS] - 1:
         return 0.0
     pitch = pitch_of[a]
@@ -137,7 +137,7 @@ class Cadence(KernelTerm):
 
 # ---------------------------------------------------------------------------- stepwise_motion
 @njit(cache=True)
-def stepwise_motion_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def stepwise_motion_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     pitch = pitch_of[a]
     prev = core[C_LAST_PITCH]
     if pitch < 0 or prev < 0:
@@ -168,7 +168,7 @@ class StepwiseMotion(KernelTerm):
 
 # ---------------------------------------------------------------------------- leading_tone_resolution
 @njit(cache=True)
-def leading_tone_resolution_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def leading_tone_resolution_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     pitch = pitch_of[a]
     prev = core[C_LAST_PITCH]
     if pitch < 0 or prev < 0 or pitch == prev or prev % 12 != _LEADING[key]:
@@ -193,7 +193,7 @@ class LeadingToneResolution(KernelTerm):
 
 # ---------------------------------------------------------------------------- range
 @njit(cache=True)
-def range_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def range_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     pitch = pitch_of[a]
     if pitch >= 0 and (pitch < p[1] or pitch > p[2]):
         return -p[0]
@@ -223,7 +223,7 @@ _MAX_DURATION_BIN = 16  # durations of 16 steps or more share the last bin
 
 
 @njit(cache=True)
-def rhythmic_variety_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def rhythmic_variety_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     # fs[d - 1] counts finished notes lasting d steps (d >= 16 in the last bin)
     n = consts[K_N_STEPS]
     if a != HOLD and core[C_LAST_EVENT] >= FIRST_PITCH_TOKEN:
@@ -272,7 +272,7 @@ class RhythmicVariety(KernelTerm):
 
 # ---------------------------------------------------------------------------- rest_ratio
 @njit(cache=True)
-def rest_ratio_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def rest_ratio_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     silent = a == REST or (a == HOLD and core[C_LAST_EVENT] < FIRST_PITCH_TOKEN)
     if silent:
         fs[0] += 1.0

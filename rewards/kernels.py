@@ -6,7 +6,8 @@ composition's reward. The call's fixed cost is paid once, not once per term, whi
 keeps a single env fast; for each term, a loop over the batch with the term's code
 inlined in it keeps the vector env fast.
 
-Each term's kernel (defined next to its class in ``rl_tuner.py``, ``harmony.py``, ...)
+Each term's kernel (defined next to its class in ``rl_tuner.py``, ``harmony.py``,
+``counterpoint.py``, ...)
 is compiled here a second time with ``inline="always"``, so numba places its code
 inside the batch loop, and the fused kernel is compiled without numba's reference
 counting (``_nrt=False``): the per-composition row views handed to a term (``tokens[b]``,
@@ -28,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from rewards import counterpoint as CP
+from rewards import harmonization as HZ
 from rewards import harmony as H
 from rewards import rl_tuner as R
 from rewards.base import KernelTerm
@@ -38,6 +41,9 @@ KERNEL_NAMES: tuple[str, ...] = (
     "preferred_intervals", "resolve_leaps", "unique_extrema",
     "chord_tone_on_strong_beat", "consonance", "cadence", "stepwise_motion",
     "leading_tone_resolution", "range", "rhythmic_variety", "rest_ratio",
+    "vertical_consonance", "parallel_perfects", "direct_perfects", "contrary_motion", "voice_crossing",
+    "melodic_leaps", "single_climax", "proper_cadence",
+    "melody_chord_tone", "functional_progression", "harmonic_cadence", "corpus_agreement",
 )
 KERNEL_IDS: dict[str, int] = {n: i for i, n in enumerate(KERNEL_NAMES)}
 
@@ -71,13 +77,25 @@ _leading_tone_resolution = _inlined(H.leading_tone_resolution_kernel)
 _range = _inlined(H.range_kernel)
 _rhythmic_variety = _inlined(H.rhythmic_variety_kernel)
 _rest_ratio = _inlined(H.rest_ratio_kernel)
+_vertical_consonance = _inlined(CP.vertical_consonance_kernel)
+_parallel_perfects = _inlined(CP.parallel_perfects_kernel)
+_direct_perfects = _inlined(CP.direct_perfects_kernel)
+_contrary_motion = _inlined(CP.contrary_motion_kernel)
+_voice_crossing = _inlined(CP.voice_crossing_kernel)
+_melodic_leaps = _inlined(CP.melodic_leaps_kernel)
+_single_climax = _inlined(CP.single_climax_kernel)
+_proper_cadence = _inlined(CP.proper_cadence_kernel)
+_melody_chord_tone = _inlined(HZ.melody_chord_tone_kernel)
+_functional_progression = _inlined(HZ.functional_progression_kernel)
+_harmonic_cadence = _inlined(HZ.harmonic_cadence_kernel)
+_corpus_agreement = _inlined(HZ.corpus_agreement_kernel)
 
 
 @njit(inline="always")
 def _score_batch(kernel, j, batch, terms, out):  # pragma: no cover - compiled
     """``out[b, col] = weight * kernel(...)`` of term j for every composition b (0 where
     b is inactive)."""
-    actions, active, tokens, key, chords, core, consts, beat_level, pitch_of = batch
+    actions, active, tokens, key, chords, voice, core, consts, beat_level, pitch_of = batch
     table, params, weights, fstate, istate = terms
     col = table[j, T_COL]
     f_lo, f_hi = table[j, T_F_LO], table[j, T_F_HI]
@@ -86,7 +104,7 @@ def _score_batch(kernel, j, batch, terms, out):  # pragma: no cover - compiled
     w = weights[j]
     for b in range(actions.shape[0]):
         if active[b]:
-            out[b, col] = w * kernel(actions[b], core[b, 0], key[b], tokens[b], chords[b], core[b], consts,
+            out[b, col] = w * kernel(actions[b], core[b, 0], key[b], tokens[b], chords[b], voice[b], core[b], consts,
                                      beat_level, pitch_of, p, fstate[b, f_lo:f_hi], istate[b, i_lo:i_hi])
         else:
             out[b, col] = 0.0
@@ -128,12 +146,12 @@ MAX_ROW_SUM = 128
 
 
 @njit(cache=True, _nrt=False)
-def step_terms_kernel(actions, active, tokens, key, chords, core, consts, beat_level, pitch_of,
+def step_terms_kernel(actions, active, tokens, key, chords, voice, core, consts, beat_level, pitch_of,
                       table, params, weights, fstate, istate, out, total):  # pragma: no cover - compiled
     """For every built-in term j and composition b: ``out[b, table[j, T_COL]] = weights[j] *
     score`` (0 where b is inactive); then ``total[b]`` = the sum of row ``out[b]``, which
     includes the columns of terms computed outside this kernel."""
-    batch = (actions, active, tokens, key, chords, core, consts, beat_level, pitch_of)
+    batch = (actions, active, tokens, key, chords, voice, core, consts, beat_level, pitch_of)
     terms = (table, params, weights, fstate, istate)
     for j in range(table.shape[0]):
         tid = table[j, T_KERNEL]
@@ -171,6 +189,30 @@ def step_terms_kernel(actions, active, tokens, key, chords, core, consts, beat_l
             _score_batch(_rhythmic_variety, j, batch, terms, out)
         elif tid == 16:
             _score_batch(_rest_ratio, j, batch, terms, out)
+        elif tid == 17:
+            _score_batch(_vertical_consonance, j, batch, terms, out)
+        elif tid == 18:
+            _score_batch(_parallel_perfects, j, batch, terms, out)
+        elif tid == 19:
+            _score_batch(_direct_perfects, j, batch, terms, out)
+        elif tid == 20:
+            _score_batch(_contrary_motion, j, batch, terms, out)
+        elif tid == 21:
+            _score_batch(_voice_crossing, j, batch, terms, out)
+        elif tid == 22:
+            _score_batch(_melodic_leaps, j, batch, terms, out)
+        elif tid == 23:
+            _score_batch(_single_climax, j, batch, terms, out)
+        elif tid == 24:
+            _score_batch(_proper_cadence, j, batch, terms, out)
+        elif tid == 25:
+            _score_batch(_melody_chord_tone, j, batch, terms, out)
+        elif tid == 26:
+            _score_batch(_functional_progression, j, batch, terms, out)
+        elif tid == 27:
+            _score_batch(_harmonic_cadence, j, batch, terms, out)
+        elif tid == 28:
+            _score_batch(_corpus_agreement, j, batch, terms, out)
     for b in range(out.shape[0]):
         total[b] = _row_sum(out[b])
 
@@ -205,7 +247,7 @@ class KernelBatch:
         self.istate = np.tile(self.i_init, (B, 1)) if len(self.i_init) else np.zeros((B, 0), dtype=np.int64)
         # everything the compiled step reads besides the actions, bound once (the arrays
         # are updated in place, never replaced)
-        self._args = (batch.tokens, batch.key, batch.chords, batch.core, batch.consts, batch.beat_level,
+        self._args = (batch.tokens, batch.key, batch.chords, batch.voice, batch.core, batch.consts, batch.beat_level,
                       batch.pitch_of, self.table, self.params, self.weights, self.fstate, self.istate)
 
     def reset(self, mask: np.ndarray) -> None:

@@ -8,9 +8,11 @@ project's shared notes) the docstring says what we do instead.
 
 Kernel signature::
 
-    fn(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist) -> float
+    fn(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist) -> float
 
 ``a`` the token placed at step ``t``; ``tokens``/``chords`` the composition's rows;
+``voice`` its given second voice (MIDI pitch per step, -1 where none; see
+:class:`musicenv.core.CompositionBatch`);
 ``core`` its running facts (``musicenv.core.C_*``); ``consts`` batch constants
 (``K_*``); ``p`` the term's parameters in ``PARAMS`` order; ``fs``/``ist`` its
 float/int state rows, which the function updates as it absorbs ``a``.
@@ -40,7 +42,7 @@ _MINOR = np.ascontiguousarray(KEY_IS_MINOR)
 
 # ---------------------------------------------------------------------------- in_key
 @njit(cache=True)
-def in_key_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def in_key_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     pitch = pitch_of[a]
     if pitch >= 0 and not _SCALE[key, pitch % 12]:
         return -p[0]
@@ -64,7 +66,7 @@ class InKey(KernelTerm):
 
 # ---------------------------------------------------------------------------- tonic
 @njit(cache=True)
-def tonic_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def tonic_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     n = consts[K_N_STEPS]
     beat = consts[K_STEPS_PER_BEAT]
     pitch = pitch_of[a]
@@ -105,7 +107,7 @@ class Tonic(KernelTerm):
 # fs: [run pitch, onsets of it in the current run, a REST/HOLD came after the run's first
 #      onset, RESTs in the trailing REST/HOLD run]
 @njit(cache=True)
-def no_repetition_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def no_repetition_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     excessive = False
     if a == REST:
         excessive = fs[3] >= p[3]
@@ -159,7 +161,7 @@ class NoRepetition(KernelTerm):
 # ist: [S, Q, P1, P2, P3, n, last1, last2, last3, first0, first1, first2] over the pitches
 # of the onsets so far (last1 = the latest)
 @njit(cache=True)
-def low_autocorrelation_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def low_autocorrelation_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     v = pitch_of[a]
     if v < 0:
         return 0.0
@@ -261,7 +263,7 @@ def _slot(window, cap):  # pragma: no cover
 
 
 @njit(cache=True)
-def motif_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def motif_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     if t < MOTIF_WINDOW - 1:
         return 0.0
     window = (core[C_WINDOW] << 8) | a
@@ -287,7 +289,7 @@ class Motif(KernelTerm):
 
 
 @njit(cache=True)
-def repeated_motif_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def repeated_motif_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     # ist is an open-addressing hash set of the packed 8-token windows that lie wholly
     # before the current window; -1 marks an empty slot (no packed window equals -1
     # because every token is < 256 and the top byte of a window is a token < 255).
@@ -368,7 +370,7 @@ def _interval_value(prev, pitch, key):  # pragma: no cover
 
 
 @njit(cache=True)
-def preferred_intervals_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def preferred_intervals_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     prev = core[C_LAST_PITCH]
     if prev < 0:
         return 0.0
@@ -406,7 +408,7 @@ class PreferredIntervals(KernelTerm):
 # ---------------------------------------------------------------------------- resolve_leaps
 # fs: [open leap direction (+1 up, -1 down, 0 none)]
 @njit(cache=True)
-def resolve_leaps_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def resolve_leaps_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     pitch = pitch_of[a]
     prev = core[C_LAST_PITCH]
     if pitch < 0 or prev < 0 or pitch == prev:
@@ -451,7 +453,7 @@ class ResolveLeaps(KernelTerm):
 # ---------------------------------------------------------------------------- unique_extrema
 # fs: [highest pitch, its onsets, lowest pitch, its onsets]
 @njit(cache=True)
-def unique_extrema_kernel(a, t, key, tokens, chords, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+def unique_extrema_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     pitch = pitch_of[a]
     if pitch >= 0:
         if pitch > fs[0]:

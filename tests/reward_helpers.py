@@ -21,7 +21,13 @@ from musicenv.composition import Composition
 from musicenv.encoding import DEFAULT_GRID, HOLD, REST, tokens_to_notes
 from musicenv.theory import N_CHORDS, NO_CHORD, QUALITIES, QUALITY_INTERVALS, Key, Meter
 from rewards.base import RewardTerm
+from rewards.counterpoint import COUNTERPOINT_TERMS
+from rewards.harmonization import HARMONIZATION_TERMS
 
+#: Terms that judge a line against a given voice (Counterpoint-v0's cantus, Harmonization-v0's
+#: melody); a plain melody has none, so they must score exactly 0 on it (their rules are
+#: tested in test_counterpoint.py and test_harmonization.py).
+GIVEN_VOICE_TERMS: tuple[str, ...] = COUNTERPOINT_TERMS + HARMONIZATION_TERMS
 ALL_TERMS: tuple[str, ...] = rewards.RL_TUNER_RULES + rewards.CHORD_TERMS
 #: Every term at weight 1, so ``score_steps`` returns raw values.
 RAW_SPEC = {name: 1.0 for name in ALL_TERMS}
@@ -398,6 +404,7 @@ ORACLES = {
     "range": oracle_range,
     "rhythmic_variety": oracle_rhythmic_variety,
     "rest_ratio": oracle_rest_ratio,
+    **{name: (lambda c: [0.0] * c.n_steps) for name in GIVEN_VOICE_TERMS},
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from reward_helpers import (
     ALL_TERMS,
+    GIVEN_VOICE_TERMS,
     METERS,
     ORACLES,
     RAW_SPEC,
@@ -344,18 +345,19 @@ RANGES = {  # (low, high) per step, default parameters
     "unique_extrema": (0, 6), "chord_tone_on_strong_beat": (-1, 1), "consonance": (-1, 1), "cadence": (0, 1.5),
     "stepwise_motion": (-0.5, 1), "leading_tone_resolution": (-1, 1), "range": (-1, 0), "rhythmic_variety": (0, 1),
     "rest_ratio": (-5, 0),
+    **{name: (0, 0) for name in GIVEN_VOICE_TERMS},  # no given voice in these melodies
 }
 
 
 def test_ranges_and_oracles_cover_every_built_in_term():
-    assert set(RANGES) == set(ORACLES) == set(ALL_TERMS) == set(kernels.KERNEL_NAMES)
+    assert set(RANGES) == set(ORACLES) == set(ALL_TERMS + GIVEN_VOICE_TERMS) == set(kernels.KERNEL_NAMES)
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(compositions())
 def test_every_term_is_finite_and_within_its_documented_range(c):
-    names, values = rewards.score_steps(RAW_SPEC, c)
-    assert values.shape == (c.n_steps, len(ALL_TERMS))
+    names, values = rewards.score_steps({**RAW_SPEC, **{n: 1.0 for n in GIVEN_VOICE_TERMS}}, c)
+    assert values.shape == (c.n_steps, len(ALL_TERMS + GIVEN_VOICE_TERMS))
     assert np.all(np.isfinite(values))
     for j, name in enumerate(names):
         low, high = RANGES[name]

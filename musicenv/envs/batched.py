@@ -20,6 +20,7 @@ from numba import njit
 
 from musicenv.composition import Composition
 from musicenv.core import (
+    C_END,
     C_EVENT_START,
     C_LAST_PITCH,
     C_T,
@@ -251,7 +252,7 @@ class BatchedComposer:
         self.reward.bind(self.batch)
         self.next_chords = np.full((batch_size, self.n_steps), NO_CHORD, dtype=np.int64)
         V = self.grid.vocab_size
-        self.obs_shapes = {
+        self.set_observation_layout({
             "history": (self.history_length, V + 1),
             "pitch_class": (12,),
             "position": (self.steps_per_bar,),
@@ -259,7 +260,16 @@ class BatchedComposer:
             "chords": (2, CHORD_FEATURES),
             "key": (N_KEYS,),
             "progress": (1,),
-        }
+        })
+        self.key_masks = np.ascontiguousarray(KEY_SCALE_MASK)
+        b = self.batch
+        # everything the compiled commit-and-observe step reads besides the actions, bound
+        # once (the arrays are updated in place, never replaced)
+        self._observe_args = (b.key, b.chords, self.next_chords, b.consts, self.history_length)
+
+    def set_observation_layout(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Declare the Dict observation as named blocks of one flat float32 row, in order."""
+        self.obs_shapes = dict(shapes)
         self.obs_slices = {}
         o = 0
         for name, shape in self.obs_shapes.items():
@@ -271,11 +281,6 @@ class BatchedComposer:
         # how split_obs cuts a flat observation into the Dict's views
         self._obs_plan = [(name, slice(a, z), shape if len(shape) > 1 else None)
                           for (name, (a, z)), shape in zip(self.obs_slices.items(), self.obs_shapes.values())]
-        self.key_masks = np.ascontiguousarray(KEY_SCALE_MASK)
-        b = self.batch
-        # everything the compiled commit-and-observe step reads besides the actions, bound
-        # once (the arrays are updated in place, never replaced)
-        self._observe_args = (b.key, b.chords, self.next_chords, b.consts, self.history_length)
 
     # -- spaces -----------------------------------------------------------------------
     def single_observation_space(self) -> spaces.Dict:
@@ -336,6 +341,23 @@ class BatchedComposer:
             obs[name] = row[cols] if shape is None else row[cols].reshape(shape)
         return obs
 
+    def finished(self) -> np.ndarray:
+        """(B,) bool: compositions whose episode is complete."""
+        return self.batch.core[:, C_T] >= self.batch.core[:, C_END]
+
+    def reset_info(self, index: int) -> dict[str, Any]:
+        """The ``info`` a single env's ``reset`` returns for composition ``index``."""
+        return {"key": Key.from_index(int(self.batch.key[index])).name}
+
+    def render(self, index: int, mode: str):
+        """Composition ``index`` as text (``"ansi"``) or a uint8 picture (``"rgb_array"``)."""
+        from musicenv.render import render_ansi, render_rgb
+
+        comp = self.composition(index)
+        if mode == "ansi":
+            return render_ansi(comp, n_steps=self.n_steps)
+        return render_rgb(comp, n_steps=self.n_steps)
+
     def action_masks(self) -> np.ndarray:
         """(B, V) bool: actions allowed at the current step of each composition."""
         B, V = self.batch.batch_size, self.grid.vocab_size
@@ -376,13 +398,15 @@ class SingleComposerEnv(gym.Env):
     concrete envs' docstrings for the manual)."""
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    #: The batched core class; an environment subclass names its own.
+    core_class: type[BatchedComposer] = BatchedComposer
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; accepted: {self.metadata['render_modes']} or None")
         self.render_mode = render_mode
         self._kwargs = kwargs
-        self.core = BatchedComposer(1, **kwargs)
+        self.core = self.core_class(1, **kwargs)
         self.observation_space = self.core.single_observation_space()
         self.action_space = self.core.single_action_space()
         self._mask = np.ones(1, dtype=bool)
@@ -395,8 +419,7 @@ class SingleComposerEnv(gym.Env):
         super().reset(seed=seed)
         self.core.reset(self._mask, self.np_random, options)
         self._done = False
-        key = Key.from_index(int(self.core.batch.key[0])).name
-        return self.core.split_obs(self.core.observe_flat(), 0), {"key": key}
+        return self.core.split_obs(self.core.observe_flat(), 0), self.core.reset_info(0)
 
     def step(self, action):
         if self._done:
@@ -408,7 +431,7 @@ class SingleComposerEnv(gym.Env):
         self._action[0] = a
         core = self.core
         values, total, flat = core.step_observe(self._action)
-        terminated = bool(core.batch.core[0, C_T] >= core.n_steps)
+        terminated = bool(core.batch.core[0, C_T] >= core.batch.core[0, C_END])
         self._done = terminated
         return (core.split_obs(flat, 0), float(total[0]), terminated, False,
                 {"reward_terms": dict(zip(self.term_names, values[0].tolist()))})
@@ -426,11 +449,7 @@ class SingleComposerEnv(gym.Env):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'rgb_array'")
             return None
-        from musicenv.render import render_ansi, render_rgb
-
-        if self.render_mode == "ansi":
-            return render_ansi(self.composition, n_steps=self.core.n_steps)
-        return render_rgb(self.composition, n_steps=self.core.n_steps)
+        return self.core.render(0, self.render_mode)
 
 
 class VectorComposerEnv(gym.vector.VectorEnv):
@@ -438,6 +457,7 @@ class VectorComposerEnv(gym.vector.VectorEnv):
     after an episode ends resets that sub-env (its action is ignored, its reward is 0)."""
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+    core_class: type[BatchedComposer] = BatchedComposer
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, max_episode_steps: int | None = None,
                  **kwargs: Any) -> None:
@@ -447,7 +467,7 @@ class VectorComposerEnv(gym.vector.VectorEnv):
             raise ValueError(f"unknown render_mode {render_mode!r}; accepted: {self.metadata['render_modes']} or None")
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
-        self.core = BatchedComposer(self.num_envs, **kwargs)
+        self.core = self.core_class(self.num_envs, **kwargs)
         self.single_observation_space = self.core.single_observation_space()
         self.single_action_space = self.core.single_action_space()
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
@@ -471,7 +491,7 @@ class VectorComposerEnv(gym.vector.VectorEnv):
             values, total, flat = self.core.step_observe(actions, ~resetting)
         else:
             values, total, flat = self.core.step_observe(actions)
-        terminated = self.core.batch.core[:, C_T] >= self.core.n_steps
+        terminated = self.core.finished()
         self._needs_reset = terminated.copy()
         truncated = np.zeros(self.num_envs, dtype=bool)
         # values is fresh every step, so each term's column can be handed out as a view
@@ -488,9 +508,4 @@ class VectorComposerEnv(gym.vector.VectorEnv):
     def render(self):
         if self.render_mode is None:
             return None
-        from musicenv.render import render_ansi, render_rgb
-
-        comps = [self.core.composition(i) for i in range(self.num_envs)]
-        if self.render_mode == "ansi":
-            return [render_ansi(c, n_steps=self.core.n_steps) for c in comps]
-        return [render_rgb(c, n_steps=self.core.n_steps) for c in comps]
+        return [self.core.render(i, self.render_mode) for i in range(self.num_envs)]

@@ -104,6 +104,9 @@ class MusicCompositionEnv(SingleComposerEnv):
     * v0: initial version.
     """
 
+    #: Reset options that fully fix an episode's context (used by the suite's tests).
+    EXAMPLE_RESET_OPTIONS = {"key": "D minor", "progression": "i-iv-V-i"}
+
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         super().__init__(render_mode=render_mode, **kwargs)
 
