@@ -9,7 +9,7 @@ See :mod:`rewards.registry` for every spec form, :mod:`rewards.base` for the ter
 protocol, :mod:`rewards.rl_tuner` and :mod:`rewards.harmony` for the catalogue.
 """
 
-from rewards import counterpoint, harmonization, harmony, rl_tuner  # noqa: F401  (registers the built-in terms)
+from rewards import counterpoint, harmonization, harmony, ngram, rl_tuner  # noqa: F401  (registers the built-in terms)
 from rewards.base import CompositeReward, KernelTerm, RewardSpecError, RewardTerm
 from rewards.registry import LAZY_TERMS, PRESETS, available, get, make, register, register_preset
 from rewards.scoring import score, score_steps, score_steps_batch
@@ -46,6 +46,9 @@ register_preset("theory", {
     "rest_ratio": 4.0,
 })
 LAZY_TERMS["discriminator"] = "agents.gan:DiscriminatorReward"
+LAZY_TERMS["prior_log_likelihood"] = "agents.note_rnn:PriorLogLikelihood"
+# The RL Tuner's reward (Jaques et al. 2017, eq. 3): r = log p(a|s) + r_MT / c with the paper's c = 0.5.
+register_preset("rl_tuner", {"rl_tuner_theory": 2.0, "prior_log_likelihood": 1.0})
 # Two-voice species counterpoint (Counterpoint-v0): the cadence and parallels weigh most,
 # as in a teacher's marking; contrary motion is a mild preference.
 register_preset("counterpoint", {

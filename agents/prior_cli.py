@@ -1,0 +1,346 @@
+"""``musicenv pretrain``, ``musicenv evaluate-prior`` and ``musicenv finetune-prior``.
+
+* ``pretrain``: fit a note-RNN prior on a corpus's training split, compare it with the
+  uniform and n-gram (orders 1..8) baselines on the same test split, save the checkpoint,
+  its metrics (``<checkpoint stem>.metrics.json``: the NLL table, command, wall time) and
+  the best n-gram model (``ngram_<corpus>.npz``) beside it.
+* ``evaluate-prior``: the same table for an existing checkpoint (default: the shipped prior).
+* ``finetune-prior``: transfer. Held-out NLL on a second corpus (default Essen) of
+  (a) the prior as it is, (b) the prior fine-tuned on that corpus, (c) the same
+  architecture trained from scratch on it with the same budget (updates, batch size,
+  time limit); writes both checkpoints and ``transfer.json``.
+
+NLLs are nats per token over whole melodies (:func:`agents.note_rnn.evaluate_nll`).
+torch is imported inside the commands only (``musicenv --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_commands", "format_table"]
+
+
+def _setup_torch(threads: int) -> Any:
+    # On a shared machine, OpenMP threads that spin while waiting for a descheduled peer make
+    # 2-thread training up to 20x slower than 1 thread; a passive wait policy avoids that.
+    # It only takes effect if set before torch starts.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(threads)
+    return torch
+
+
+def _load_split(name: str, split_seed: int):
+    from musicenv import corpus
+
+    data = corpus.load(name)
+    return data, data.split(seed=split_seed, valid=0.1, test=0.1)
+
+
+def _splits(name: str, split_seed: int):
+    data, splits = _load_split(name, split_seed)
+    for part, sub in zip(("train", "valid", "test"), splits):
+        if len(sub) == 0:
+            raise ValueError(f"the {part} split of {name!r} (seed {split_seed}, 10 % valid, 10 % test) is empty: "
+                             f"the corpus has only {len(data)} melodies")
+    return data, splits
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of NLL rows (``model``, optional ``k``/``augmented``, ``valid``, ``test``)."""
+    lines = ["| model | k | training data | valid NLL | test NLL |", "|---|---:|---|---:|---:|"]
+    for r in rows:
+        k = "" if r.get("k") is None else f"{r['k']:g}"
+        data = "" if r.get("augmented") is None else ("12 keys" if r["augmented"] else "as is")
+        valid = "" if r.get("valid") is None else f"{r['valid']:.4f}"
+        test = "" if r.get("test") is None else f"{r['test']:.4f}"
+        lines.append(f"| {r['model']} | {k} | {data} | {valid} | {test} |")
+    return "\n".join(lines)
+
+
+def _baseline_rows(splits, grid) -> tuple[list[dict[str, Any]], dict[str, Any], Any]:
+    from rewards.ngram import ngram_baselines
+
+    train, valid, test = (c.token_arrays() for c in splits)
+    table = ngram_baselines(train, valid, test, grid)
+    rows = [{"model": "uniform", **table["uniform"]}]
+    for r in table["ngrams"]:
+        rows.append({"model": f"{r['order']}-gram", "k": r["k"], "augmented": r["augmented"],
+                     "valid": r["valid"], "test": r["test"]})
+    best = table["best"]
+    return rows, best, table["models"][best["order"]]
+
+
+def _model_row(model, splits, label: str | None = None) -> dict[str, Any]:
+    from agents.note_rnn import evaluate_nll
+
+    c = model.config
+    name = label or f"note-RNN ({c.arch} {c.num_layers}x{c.hidden_size})"
+    return {"model": name, "valid": evaluate_nll(model, splits.valid), "test": evaluate_nll(model, splits.test)}
+
+
+def _corpus_record(name: str, data, splits, split_seed: int) -> dict[str, Any]:
+    return {"name": name, "melodies": len(data), "split": {"seed": split_seed, "valid": 0.1, "test": 0.1},
+            "train": {"melodies": len(splits.train), "tokens": splits.train.n_steps},
+            "valid": {"melodies": len(splits.valid), "tokens": splits.valid.n_steps},
+            "test": {"melodies": len(splits.test), "tokens": splits.test.n_steps}}
+
+
+def _train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"augment": not args.no_augment, "batch_size": args.batch_size, "lr": args.lr, "max_steps": args.steps,
+            "eval_every": args.eval_every, "patience": args.patience, "max_minutes": args.max_minutes,
+            "seed": args.seed, "weight_decay": args.weight_decay}
+
+
+_NEGATABLE = {"relative-pitch"}
+
+
+def _command(args: argparse.Namespace, options: list[str]) -> str:
+    """The command with every option spelled out (defaults included), to rerun it as is."""
+    parts = ["musicenv", args.command]
+    for opt in options:
+        v = getattr(args, opt.replace("-", "_"))
+        if isinstance(v, bool):
+            if opt in _NEGATABLE:
+                parts.append(f"--{opt}" if v else f"--no-{opt}")
+            elif v:
+                parts.append(f"--{opt}")
+        elif v is not None and v != []:
+            parts += [f"--{opt}", ",".join(v) if isinstance(v, list) else str(v)]
+    return shlex.join(parts)
+
+
+def _environment(threads: int) -> dict[str, Any]:
+    import torch
+
+    return {"torch": torch.__version__, "threads": threads, "cpu_count": os.cpu_count(),
+            "machine": platform.machine(), "python": platform.python_version(),
+            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+# ---------------------------------------------------------------------------- pretrain
+_PRETRAIN_OPTIONS = ["corpus", "out", "arch", "layers", "hidden", "embed", "dropout", "heads", "relative-pitch", "condition",
+                     "batch-size", "lr", "weight-decay", "steps", "eval-every", "patience", "max-minutes",
+                     "no-augment", "seed", "split-seed", "threads"]
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
+    torch = _setup_torch(args.threads)
+    from agents.note_rnn import NoteRNN, NoteRNNConfig, train
+
+    out = Path(args.out)
+    if out.suffix != ".pt":
+        raise ValueError(f"--out must be a .pt file path, got {out}")
+    data, splits = _splits(args.corpus, args.split_seed)
+    print(f"{args.corpus}: {len(splits.train)} train / {len(splits.valid)} valid / {len(splits.test)} test melodies "
+          f"({splits.train.n_steps} / {splits.valid.n_steps} / {splits.test.n_steps} tokens)")
+    rows, best, best_ngram = _baseline_rows(splits, data.grid)
+    print(f"best n-gram on valid: order {best['order']} (k={best['k']:g}), test NLL {best['test']:.4f}")
+    config = NoteRNNConfig(arch=args.arch, vocab_size=data.grid.vocab_size, embed_size=args.embed,
+                           hidden_size=args.hidden, num_layers=args.layers, dropout=args.dropout, n_heads=args.heads,
+                           conditioning=tuple(args.condition), bar_positions=4 * data.grid.steps_per_quarter,
+                           relative_pitch=args.relative_pitch)
+    torch.manual_seed(args.seed)
+    model = NoteRNN(config, data.grid)
+    print(f"{model}; training (augment={not args.no_augment}, {args.steps} updates max, "
+          f"{args.max_minutes} min max, {args.threads} threads)")
+    result = train(model, splits.train, splits.valid, **_train_kwargs(args))
+    row = _model_row(model, splits)
+    rows.append(row)
+    wall = time.perf_counter() - t_start
+    command = _command(args, _PRETRAIN_OPTIONS)
+    metrics = {
+        "command": command,
+        "wall_seconds_total": wall,
+        "train_seconds": result.seconds,
+        "corpus": _corpus_record(args.corpus, data, splits, args.split_seed),
+        "table": rows,
+        "best_ngram": {"order": best["order"], "k": best["k"], "augmented": best["augmented"],
+                       "valid": best["valid"], "test": best["test"]},
+        "model": {"valid": row["valid"], "test": row["test"], "parameters": model.n_parameters,
+                  "config": config.to_dict()},
+        "improvement_over_best_ngram": 1.0 - row["test"] / best["test"],
+        "training": {k: v for k, v in result.to_dict().items() if k != "history"},
+        "history": result.history,
+        "environment": _environment(args.threads),
+    }
+    model.save(out, corpus=metrics["corpus"], training={**metrics["training"], "command": command,
+                                                         **_train_kwargs(args)},
+               metrics={"valid_nll": row["valid"], "test_nll": row["test"], "table": rows,
+                        "best_ngram": metrics["best_ngram"]})
+    metrics["checkpoint_bytes"] = out.stat().st_size
+    metrics_path = out.with_name(out.stem + ".metrics.json")
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    best_ngram.meta.update(corpus=args.corpus, split=metrics["corpus"]["split"], valid_nll=best["valid"],
+                           test_nll=best["test"], command=command,
+                           grid={"min_pitch": data.grid.min_pitch, "max_pitch": data.grid.max_pitch,
+                                 "steps_per_quarter": data.grid.steps_per_quarter})
+    ngram_path = best_ngram.save(out.with_name(f"ngram_{args.corpus}.npz"))
+    print(f"\nNLL in nats per token ({args.corpus}, whole held-out melodies):\n")
+    print(format_table(rows))
+    print(f"\nnote-RNN test NLL is {100 * metrics['improvement_over_best_ngram']:.1f} % below the best n-gram's "
+          f"({best['order']}-gram). Training {result.seconds / 60:.1f} min ({result.steps} updates, "
+          f"stopped: {result.stopped}), total {wall / 60:.1f} min.")
+    print(f"wrote {out} ({metrics['checkpoint_bytes'] / 1e6:.2f} MB), {metrics_path}, {ngram_path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- evaluate-prior
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    _setup_torch(args.threads)
+    from agents.note_rnn import NoteRNN
+
+    model = NoteRNN.load(None if args.checkpoint == "default" else args.checkpoint)
+    name = args.corpus or model.metadata.get("corpus", {}).get("name")
+    if not name:
+        raise ValueError("the checkpoint does not record its corpus; give --corpus")
+    split_seed = args.split_seed if args.split_seed is not None else model.metadata.get("corpus", {}).get(
+        "split", {}).get("seed", 0)
+    data, splits = _splits(name, split_seed)
+    if data.grid != model.grid:
+        raise ValueError(f"corpus grid {data.grid} differs from the checkpoint's {model.grid}")
+    rows, best, _ = _baseline_rows(splits, data.grid)
+    row = _model_row(model, splits)
+    rows.append(row)
+    print(f"\nNLL in nats per token ({name}, split seed {split_seed}, whole held-out melodies):\n")
+    print(format_table(rows))
+    gain = 1.0 - row["test"] / best["test"]
+    print(f"\nnote-RNN test NLL is {100 * gain:.1f} % below the best n-gram's ({best['order']}-gram, chosen on valid).")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint), "corpus": name,
+                                               "split_seed": split_seed, "table": rows, "best_ngram": best,
+                                               "improvement_over_best_ngram": gain}, indent=2) + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------- finetune-prior
+_FINETUNE_OPTIONS = ["checkpoint", "corpus", "out", "batch-size", "lr", "scratch-lr", "weight-decay", "steps",
+                     "eval-every", "patience", "max-minutes", "no-augment", "seed", "split-seed", "threads"]
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    torch = _setup_torch(args.threads)
+    from agents.note_rnn import NoteRNN, train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prior = NoteRNN.load(None if args.checkpoint == "default" else args.checkpoint)
+    source = prior.metadata.get("corpus", {}).get("name", "prior")
+    data, splits = _splits(args.corpus, args.split_seed)
+    if data.grid != prior.grid:
+        raise ValueError(f"corpus grid {data.grid} differs from the prior's {prior.grid}")
+    print(f"{args.corpus}: {len(splits.train)} train / {len(splits.valid)} valid / {len(splits.test)} test melodies")
+    command = _command(args, _FINETUNE_OPTIONS)
+    rows: list[dict[str, Any]] = []
+    if not args.no_baselines:
+        base_rows, best, _ = _baseline_rows(splits, data.grid)
+        rows += [base_rows[0], {**[r for r in base_rows if r["model"] == f"{best['order']}-gram"][0],
+                                "model": f"best n-gram ({best['order']}-gram, chosen on valid)"}]
+    rows.append({**_model_row(prior, splits, f"(a) {source} prior as is"), "steps": 0, "seconds": 0.0})
+    runs = {}
+    for label, lr, init in (("finetuned", args.lr, prior), ("scratch", args.scratch_lr, None)):
+        torch.manual_seed(args.seed)
+        model = NoteRNN(prior.config, prior.grid)
+        if init is not None:
+            model.load_state_dict(init.state_dict())
+        print(f"\n{label}: {model}, lr {lr:g}")
+        result = train(model, splits.train, splits.valid, **{**_train_kwargs(args), "lr": lr})
+        title = "(b) fine-tuned" if init is not None else "(c) from scratch, same budget"
+        rows.append({**_model_row(model, splits, title), "steps": result.steps, "seconds": result.seconds})
+        path = model.save(out / f"note_rnn_{args.corpus}_{label}.pt",
+                          corpus=_corpus_record(args.corpus, data, splits, args.split_seed),
+                          training={**{k: v for k, v in result.to_dict().items() if k != "history"},
+                                    "command": command, "init": str(args.checkpoint) if init is not None else None},
+                          metrics={"valid_nll": rows[-1]["valid"], "test_nll": rows[-1]["test"]})
+        runs[label] = {"checkpoint": str(path), **{k: v for k, v in result.to_dict().items()}}
+    print(f"\nTransfer {source} -> {args.corpus}, NLL in nats per token on held-out {args.corpus} melodies:\n")
+    print(format_table(rows))
+    print("\n" + " | ".join(f"{r['model']}: {r['steps']} updates, {r['seconds'] / 60:.1f} min"
+                            for r in rows if r.get("steps")))
+    report = {"command": command, "source": source, "target": args.corpus, "table": rows, "runs": runs,
+              "corpus": _corpus_record(args.corpus, data, splits, args.split_seed),
+              "environment": _environment(args.threads)}
+    (out / "transfer.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out / 'transfer.json'} and the two checkpoints in {out}/")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parsers
+def _conditions(text: str) -> list[str]:
+    from_text = [c.strip() for c in text.split(",") if c.strip()]
+    accepted = ("chord", "key", "position")
+    bad = [c for c in from_text if c not in accepted]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown conditioning {bad}; accepted: {', '.join(accepted)}")
+    return from_text
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return v
+
+
+def _add_training_options(p: argparse.ArgumentParser, *, steps: int, lr: float, max_minutes: float | None) -> None:
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="melodies per update (default: 64)")
+    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr:g})")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
+    p.add_argument("--steps", type=_positive_int, default=steps, help=f"max updates (default: {steps})")
+    p.add_argument("--eval-every", type=_positive_int, default=100, help="updates between valid evaluations (default: 100)")
+    p.add_argument("--patience", type=_positive_int, default=8,
+                   help="stop after this many evaluations without improvement (default: 8)")
+    p.add_argument("--max-minutes", type=float, default=max_minutes,
+                   help=f"stop at the first evaluation after this much training time (default: {max_minutes})")
+    p.add_argument("--no-augment", action="store_true", help="train on the melodies as they are, not in all 12 keys")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/valid/test split (default: 0)")
+    p.add_argument("--threads", type=_positive_int, default=2, help="torch threads (default: 2)")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``pretrain``, ``evaluate-prior`` and ``finetune-prior`` to the ``musicenv`` parser."""
+    p = subparsers.add_parser("pretrain", help="train a note-RNN prior and compare it with n-gram baselines",
+                              description=_cmd_pretrain.__doc__ or __doc__.split("\n\n")[1])
+    p.add_argument("--corpus", default="bach", help="corpus name or path for musicenv.corpus.load (default: bach)")
+    p.add_argument("--out", default="agents/pretrained/note_rnn_bach.pt", help="checkpoint path (.pt)")
+    p.add_argument("--arch", default="lstm", choices=["lstm", "gru", "transformer"], help="architecture (default: lstm)")
+    p.add_argument("--layers", type=_positive_int, default=2, help="layers (default: 2)")
+    p.add_argument("--hidden", type=_positive_int, default=128, help="units per layer / model width (default: 128)")
+    p.add_argument("--embed", type=_positive_int, default=64, help="token embedding width, RNNs (default: 64)")
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout (default: 0.1)")
+    p.add_argument("--heads", type=_positive_int, default=4, help="attention heads, transformer (default: 4)")
+    p.add_argument("--relative-pitch", action=argparse.BooleanOptionalAction, default=True,
+                   help="relative-pitch features: intervals from the last pitch, pitch classes above the first "
+                        "(default: on)")
+    p.add_argument("--condition", type=_conditions, default=[],
+                   help="comma-separated conditioning: chord,key,position (default: none, token-only)")
+    _add_training_options(p, steps=1400, lr=3e-3, max_minutes=13.0)
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = subparsers.add_parser("evaluate-prior", help="NLL table of a prior and the n-gram baselines on a test split")
+    p.add_argument("--checkpoint", default="default", help="checkpoint path, or 'default' for the shipped prior")
+    p.add_argument("--corpus", default=None, help="corpus (default: the one the checkpoint was trained on)")
+    p.add_argument("--split-seed", type=int, default=None, help="split seed (default: the checkpoint's)")
+    p.add_argument("--json", default=None, help="also write the table to this JSON file")
+    p.add_argument("--threads", type=_positive_int, default=2, help="torch threads (default: 2)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = subparsers.add_parser("finetune-prior", help="transfer: fine-tune a prior on another corpus vs. training from scratch")
+    p.add_argument("--checkpoint", default="default", help="prior to start from ('default': the shipped Bach prior)")
+    p.add_argument("--corpus", default="essen", help="target corpus (default: essen)")
+    p.add_argument("--out", default="runs/transfer", help="output directory (default: runs/transfer)")
+    p.add_argument("--scratch-lr", type=float, default=3e-3, help="peak learning rate from scratch (default: 3e-3)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the n-gram baselines on the target corpus")
+    _add_training_options(p, steps=400, lr=1e-3, max_minutes=3.5)
+    p.set_defaults(func=_cmd_finetune)
