@@ -958,21 +958,10 @@ def format_evaluation(results: dict[str, dict[str, float]]) -> str:
 
 
 # ---------------------------------------------------------------------------- reward term
-_GAN_CACHE: dict[tuple[str, int, int], MelodyGAN] = {}
-
-
 def _load_frozen(path: Path) -> MelodyGAN:
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise CheckpointError(f"GAN checkpoint {path} does not exist") from e
-    key = (str(path), st.st_mtime_ns, st.st_size)
-    if key not in _GAN_CACHE:
-        model = MelodyGAN.load(path)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        _GAN_CACHE[key] = model
-    return _GAN_CACHE[key]
+    from agents.frozen import load_frozen
+
+    return load_frozen(MelodyGAN.load, path, CheckpointError, "GAN")
 
 
 class DiscriminatorReward(RewardTerm):

@@ -787,21 +787,10 @@ def train(model: NoteRNN, train_corpus, valid_corpus, *, augment: bool = True, b
 
 
 # ---------------------------------------------------------------------------- reward term
-_PRIOR_CACHE: dict[tuple[str, int, int], NoteRNN] = {}
-
-
 def _load_frozen(path: Path) -> NoteRNN:
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise CheckpointError(f"note-RNN checkpoint {path} does not exist") from e
-    key = (str(path), st.st_mtime_ns, st.st_size)
-    if key not in _PRIOR_CACHE:
-        model = NoteRNN.load(path)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        _PRIOR_CACHE[key] = model
-    return _PRIOR_CACHE[key]
+    from agents.frozen import load_frozen
+
+    return load_frozen(NoteRNN.load, path, CheckpointError, "note-RNN")
 
 
 class PriorLogLikelihood(RewardTerm):
