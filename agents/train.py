@@ -665,19 +665,20 @@ def _write_text(path: Path, text: str) -> None:
     write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), what=path.name)
 
 
-def _json_safe(data: Any) -> Any:
+def json_safe(data: Any) -> Any:
     """NaN (an undefined statistic) becomes null, so the file is standard JSON."""
     if isinstance(data, float) and not math.isfinite(data):
         return None
     if isinstance(data, Mapping):
-        return {str(k): _json_safe(v) for k, v in data.items()}
+        return {str(k): json_safe(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
-        return [_json_safe(v) for v in data]
+        return [json_safe(v) for v in data]
     return data
 
 
-def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as standard JSON (NaN -> null), atomically."""
+    _write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -734,7 +735,7 @@ def _update_run_state(run_dir: Path, **changes: Any) -> dict[str, Any]:
     path = run_dir / RUN_FILE
     state = _read_json(path) if path.exists() else {}
     state.update(changes)
-    _write_json(path, state)
+    write_json(path, state)
     return state
 
 
@@ -761,7 +762,7 @@ def train(config: TrainConfig | Mapping[str, Any], callbacks: Sequence[BaseCallb
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
     _write_text(run_dir / CONFIG_FILE, _config_yaml(cfg))
-    _write_json(run_dir / VERSIONS_FILE, package_versions())
+    write_json(run_dir / VERSIONS_FILE, package_versions())
     _update_run_state(run_dir, status="running", seed=cfg.seed, timesteps=0, n_timesteps=cfg.n_timesteps,
                       seeds={"training": [cfg.seed, cfg.seed + cfg.n_envs - 1],
                              "eval": [cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes - 1],
@@ -816,7 +817,7 @@ def _learn(cfg: TrainConfig, model: BaseAlgorithm, run_dir: Path, extra: Sequenc
     # if the final evaluation is cut short, --resume evaluates model.zip without training
     _update_run_state(run_dir, status="evaluating", timesteps=int(model.num_timesteps))
     metrics = final_evaluation(model, cfg)
-    _write_json(run_dir / FINAL_METRICS_FILE, metrics)
+    write_json(run_dir / FINAL_METRICS_FILE, metrics)
     _update_run_state(run_dir, status="finished", timesteps=int(model.num_timesteps), finished=_now())
     return RunResult(run_dir, cfg, model, metrics, int(model.num_timesteps), time.perf_counter() - t0)
 

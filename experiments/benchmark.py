@@ -75,7 +75,6 @@ import contextlib
 import copy
 import dataclasses
 import json
-import math
 import os
 import re
 import secrets
@@ -334,22 +333,10 @@ def plan_runs(grid: Grid) -> list[RunSpec]:
 
 
 # ---------------------------------------------------------------------------------- runs
-def _json_safe(data: Any) -> Any:
-    """NaN (an undefined statistic) becomes null, so the file is standard JSON."""
-    if isinstance(data, float) and not math.isfinite(data):
-        return None
-    if isinstance(data, Mapping):
-        return {str(k): _json_safe(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_json_safe(v) for v in data]
-    return data
-
-
 def _write_json(path: Path, data: Any) -> None:
-    from musicenv.render import write_atomically
+    from agents.train import write_json  # one JSON writer for run directories
 
-    text = json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n"
-    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), what="JSON file")
+    write_json(path, data)
 
 
 def held_out_evaluation(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
