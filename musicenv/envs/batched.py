@@ -303,11 +303,9 @@ class BatchedComposer:
 
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Score, then commit ``actions`` where ``active`` (default all); returns
-        (term values (B, n), reward (B,)), zero where inactive."""
-        if active is None:
-            active = self.batch.all_active
-        values, total = self.reward.step(self.batch, actions, active)
-        self.batch.commit(actions, active)
+        (term values (B, n), reward (B,)), zero where inactive. Envs that map actions
+        to tokens differently override :meth:`step_observe` only."""
+        values, total, _ = self.step_observe(actions, active)
         return values, total
 
     def step_observe(self, actions: np.ndarray, active: np.ndarray | None = None

@@ -416,10 +416,6 @@ class CounterpointComposer(BatchedComposer):
     def single_action_space(self) -> spaces.Discrete:
         return spaces.Discrete(self.n_pitches)
 
-    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        values, total, _ = self.step_observe(actions, active)
-        return values, total
-
     def step_observe(self, actions: np.ndarray, active: np.ndarray | None = None):
         b = self.batch
         if active is None:

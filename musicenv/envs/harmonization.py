@@ -275,10 +275,6 @@ class HarmonizationComposer(BatchedComposer):
         """Chord codes of ``actions`` in each composition's key."""
         return self.vocab[self.batch.key, actions]
 
-    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        values, total, _ = self.step_observe(actions, active)
-        return values, total
-
     def step_observe(self, actions: np.ndarray, active: np.ndarray | None = None):
         b = self.batch
         if active is None:
