@@ -88,6 +88,7 @@ from rewards.base import RewardSpecError, RewardTerm
 from rewards.ngram import all_key_transpositions
 
 __all__ = ["NoteRNN", "NoteRNNConfig", "CheckpointError", "Example", "TrainResult", "PriorLogLikelihood",
+           "PriorTracker", "load_prior",
            "melody_examples", "train", "evaluate_nll", "DEFAULT_PRIOR", "FORMAT_VERSION", "CONDITIONS"]
 
 #: Version of the checkpoint layout; bump it when keys or their meaning change.
@@ -793,6 +794,112 @@ def _load_frozen(path: Path) -> NoteRNN:
     return load_frozen(NoteRNN.load, path, CheckpointError, "note-RNN")
 
 
+def load_prior(checkpoint: str | os.PathLike = "default") -> NoteRNN:
+    """The frozen prior behind ``checkpoint`` (``"default"``: the shipped Bach prior),
+    loaded once per file and shared by every env and reward term that uses it."""
+    return _load_frozen(DEFAULT_PRIOR if checkpoint == "default" else Path(checkpoint).expanduser())
+
+
+class PriorTracker:
+    """Incremental log p(next token | history) of a frozen prior for a batch of compositions.
+
+    One recurrent step per env step for the whole batch, carrying each composition's
+    state: :attr:`logp` (B, V) holds, for every composition, the prior's log-probabilities
+    of the token about to be placed (the first after BEGIN right after :meth:`reset`).
+    A conditioned prior gets the episode's key, chord at each step and position in the
+    bar. Serves the ``prior_log_likelihood`` reward term and the environments'
+    ``observe_prior`` observation.
+
+    ``checkpoint`` as for :func:`load_prior`. Raises :class:`CheckpointError` if it cannot
+    be loaded and ``ValueError`` if the prior's grid or bar positions do not fit the batch's.
+    Pickles without the model, which is reloaded from ``checkpoint``.
+    """
+
+    def __init__(self, batch, checkpoint: str | os.PathLike = "default") -> None:
+        from musicenv.core import K_STEPS_PER_BAR
+
+        self.checkpoint = checkpoint
+        model = load_prior(checkpoint)
+
+        if model.grid != batch.grid:
+            g, e = model.grid, batch.grid
+            raise ValueError(
+                f"the prior was trained on pitches {g.min_pitch}..{g.max_pitch} at "
+                f"{g.steps_per_quarter} steps per quarter ({g.vocab_size} tokens); the environment uses "
+                f"{e.min_pitch}..{e.max_pitch} at {e.steps_per_quarter} ({e.vocab_size} tokens)")
+        self.model = model
+        self._bar = int(batch.consts[K_STEPS_PER_BAR])
+        if "position" in model.config.conditioning and self._bar > model.config.bar_positions:
+            raise ValueError(f"the prior knows {model.config.bar_positions} positions "
+                             f"per bar, the environment's bars have {self._bar} steps")
+        B = batch.batch_size
+        with torch.inference_mode():
+            self._state = model.initial_state(B, capacity=batch.n_steps + 1)
+            self.logp = torch.zeros(B, model.vocab_size)
+            if not model.config.conditioning:
+                # The state after BEGIN is the same for every episode: compute it once.
+                self._begin_logp, self._begin_state = model.log_probs(
+                    torch.tensor([model.begin]), model.initial_state(1, capacity=batch.n_steps + 1))
+
+    def _cond(self, batch, rows: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray] | None:
+        conditioning = self.model.config.conditioning
+        if not conditioning:
+            return None
+        t = np.minimum(t, batch.n_steps - 1)
+        values = {"chord": batch.chords[rows, t], "key": batch.key[rows], "position": t % self._bar}
+        return {name: values[name] for name in conditioning}
+
+    def reset(self, batch, mask: np.ndarray) -> None:
+        """Start the compositions where ``mask`` anew (state after BEGIN)."""
+        rows = np.flatnonzero(mask)
+        if rows.size == 0:
+            return
+        model = self.model
+        idx = torch.from_numpy(rows)
+        with torch.inference_mode():
+            if not model.config.conditioning:
+                sub = tuple(s.expand(*[rows.size if d == model._batch_dim(i) else -1 for d in range(s.dim())])
+                            for i, s in enumerate(self._begin_state))
+                logp = self._begin_logp.expand(rows.size, -1)
+            else:
+                cap = batch.n_steps + 1
+                logp, sub = model.log_probs(torch.full((rows.size,), model.begin), model.initial_state(rows.size, cap),
+                                            self._cond(batch, rows, np.zeros(rows.size, dtype=np.int64)))
+            self._state = model.merge_state(self._state, idx, sub)
+            self.logp = self.logp.index_copy(0, idx, logp)
+
+    def advance(self, batch, actions: np.ndarray, active: np.ndarray) -> None:
+        """Feed ``actions`` (B,) to the rows that are ``active`` and not at their episode's
+        last step, *before* the batch commits them (``batch.t`` is the step being placed);
+        other rows keep their state."""
+        model = self.model
+        acts = torch.from_numpy(np.ascontiguousarray(actions, dtype=np.int64))
+        t = batch.t
+        go_on = active & (t + 1 < batch.n_steps)
+        n = int(go_on.sum())
+        if n == 0:
+            return
+        with torch.inference_mode():
+            if n == batch.batch_size:
+                self.logp, self._state = model.log_probs(acts, self._state, self._cond(batch, np.arange(n), t + 1))
+            else:
+                rows = np.flatnonzero(go_on)
+                idx = torch.from_numpy(rows)
+                logp, sub = model.log_probs(acts[idx], model.select_state(self._state, idx),
+                                            self._cond(batch, rows, t[rows] + 1))
+                self._state = model.merge_state(self._state, idx, sub)
+                self.logp = self.logp.index_copy(0, idx, logp)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["model"]  # frozen models are shared, not pickled
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.model = load_prior(self.checkpoint)
+
+
 class PriorLogLikelihood(RewardTerm):
     """Log-likelihood of each token under a frozen note-RNN prior (the RL Tuner's log p(a|s)).
 
@@ -834,76 +941,19 @@ class PriorLogLikelihood(RewardTerm):
         return self._model
 
     def bind(self, batch) -> None:
-        from musicenv.core import K_STEPS_PER_BAR
-
-        model = self.model
-        if model.grid != batch.grid:
-            g, e = model.grid, batch.grid
-            raise RewardSpecError(
-                f"prior_log_likelihood: the prior was trained on pitches {g.min_pitch}..{g.max_pitch} at "
-                f"{g.steps_per_quarter} steps per quarter ({g.vocab_size} tokens); the environment uses "
-                f"{e.min_pitch}..{e.max_pitch} at {e.steps_per_quarter} ({e.vocab_size} tokens)")
-        self._bar = int(batch.consts[K_STEPS_PER_BAR])
-        if "position" in model.config.conditioning and self._bar > model.config.bar_positions:
-            raise RewardSpecError(f"prior_log_likelihood: the prior knows {model.config.bar_positions} positions "
-                                  f"per bar, the environment's bars have {self._bar} steps")
-        B = batch.batch_size
-        with torch.inference_mode():
-            self._state = model.initial_state(B, capacity=batch.n_steps + 1)
-            self._logp = torch.zeros(B, model.vocab_size)
-            if not model.config.conditioning:
-                # The state after BEGIN is the same for every episode: compute it once.
-                self._begin_logp, self._begin_state = model.log_probs(
-                    torch.tensor([model.begin]), model.initial_state(1, capacity=batch.n_steps + 1))
-        self._all_rows = torch.arange(B)
-
-    def _cond(self, batch, rows: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray] | None:
-        conditioning = self.model.config.conditioning
-        if not conditioning:
-            return None
-        t = np.minimum(t, batch.n_steps - 1)
-        values = {"chord": batch.chords[rows, t], "key": batch.key[rows], "position": t % self._bar}
-        return {name: values[name] for name in conditioning}
+        try:
+            self._tracker = PriorTracker(batch, self.params["checkpoint"])
+        except ValueError as e:  # CheckpointError included
+            raise RewardSpecError(f"prior_log_likelihood: {e}") from e
 
     def reset(self, batch, mask: np.ndarray) -> None:
-        rows = np.flatnonzero(mask)
-        if rows.size == 0:
-            return
-        model = self.model
-        idx = torch.from_numpy(rows)
-        with torch.inference_mode():
-            if not model.config.conditioning:
-                sub = tuple(s.expand(*[rows.size if d == model._batch_dim(i) else -1 for d in range(s.dim())])
-                            for i, s in enumerate(self._begin_state))
-                logp = self._begin_logp.expand(rows.size, -1)
-            else:
-                cap = batch.n_steps + 1
-                logp, sub = model.log_probs(torch.full((rows.size,), model.begin), model.initial_state(rows.size, cap),
-                                            self._cond(batch, rows, np.zeros(rows.size, dtype=np.int64)))
-            self._state = model.merge_state(self._state, idx, sub)
-            self._logp = self._logp.index_copy(0, idx, logp)
+        self._tracker.reset(batch, mask)
 
     def step(self, batch, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
-        model = self.model
-        acts = torch.from_numpy(np.ascontiguousarray(actions, dtype=np.int64))
-        values = self._logp.gather(1, acts[:, None])[:, 0].double().numpy()
-        # Advance only rows that go on: active and not at their episode's last step.
-        t = batch.t
-        go_on = active & (t + 1 < batch.n_steps)
-        n = int(go_on.sum())
-        if n == 0:
-            return values
-        with torch.inference_mode():
-            if n == batch.batch_size:
-                self._logp, self._state = model.log_probs(acts, self._state, self._cond(batch, np.arange(n), t + 1))
-            else:
-                rows = np.flatnonzero(go_on)
-                idx = torch.from_numpy(rows)
-                logp, sub = model.log_probs(acts[idx], model.select_state(self._state, idx),
-                                            self._cond(batch, rows, t[rows] + 1))
-                self._state = model.merge_state(self._state, idx, sub)
-                self._logp = self._logp.index_copy(0, idx, logp)
-        return values
+        tracker = self._tracker
+        values = tracker.logp.gather(1, torch.from_numpy(np.ascontiguousarray(actions, dtype=np.int64))[:, None])
+        tracker.advance(batch, actions, active)
+        return values[:, 0].double().numpy()
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -349,3 +349,58 @@ def test_pretrain_evaluate_and_finetune_commands(tmp_path, monkeypatch, chorales
     names = [r["model"] for r in report["table"]]
     assert names[-3:] == ["(a) bach prior as is", "(b) fine-tuned", "(c) from scratch, same budget"]
     assert report["runs"]["finetuned"]["steps"] == report["runs"]["scratch"]["steps"] == 2
+
+
+# ------------------------------------------------------------------ the prior observation
+def test_observe_prior_matches_full_sequence_scoring_and_vector_matches_singles():
+    import pickle
+
+    import gymnasium as gym
+
+    from agents.note_rnn import load_prior
+
+    prior = load_prior()
+    env = gym.make("MusicComposition-v0", observe_prior=True, n_bars=2)
+    assert env.observation_space["prior"].shape == (38,)
+    obs, _ = env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    tokens, seen = [], []
+    for t in range(32):
+        a = int(rng.integers(2 if t == 0 else 0, 38))
+        seen.append(obs["prior"].copy())
+        tokens.append(a)
+        obs, _, terminated, _, _ = env.step(a)
+    assert terminated
+    # each observed row is log p(. | tokens so far) of the prior run over the whole prefix
+    for t in range(32):
+        full = prior.sequence_log_probs(tokens[: t + 1])
+        assert seen[t][tokens[t]] == pytest.approx(full[-1], abs=1e-4)
+        assert np.exp(seen[t]).sum() == pytest.approx(1.0, abs=1e-4)
+
+    # a pickled env goes on identically; a vector of 3 equals 3 single envs
+    env.reset(seed=5)
+    clone = pickle.loads(pickle.dumps(env))
+    assert np.array_equal(env.step(7)[0]["prior"], clone.step(7)[0]["prior"])
+    vec = gym.make_vec("MusicComposition-v0", num_envs=3, vectorization_mode="vector_entry_point",
+                       observe_prior=True, n_bars=1, key="C major", progression="I-IV-V-I")
+    singles = [gym.make("MusicComposition-v0", observe_prior=True, n_bars=1, key="C major",
+                        progression="I-IV-V-I") for _ in range(3)]
+    vobs, _ = vec.reset(seed=0)
+    sobs = [s.reset(seed=0)[0] for s in singles]
+    acts = rng.integers(2, 38, size=(16, 3))
+    for t in range(16):
+        assert np.allclose(vobs["prior"], np.stack([o["prior"] for o in sobs]), atol=1e-5)
+        vobs, *_ = vec.step(acts[t])
+        sobs = [s.step(int(acts[t, i]))[0] for i, s in enumerate(singles)]
+
+
+def test_observe_prior_rejects_bad_values():
+    import gymnasium as gym
+
+
+    with pytest.raises(ValueError, match="observe_prior must be"):
+        gym.make("MusicComposition-v0", observe_prior=3)
+    with pytest.raises(ValueError, match="does not exist"):
+        gym.make("MusicComposition-v0", observe_prior="/nonexistent/prior.pt")
+    with pytest.raises(ValueError, match="trained on pitches"):
+        gym.make("MusicComposition-v0", observe_prior=True, min_pitch=40)

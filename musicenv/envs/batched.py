@@ -10,6 +10,7 @@ methods, so they agree step for step.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -220,6 +221,11 @@ def next_chord_track(chords):  # pragma: no cover - compiled
     return nxt
 
 
+#: Floor of the ``prior`` observation (log-probabilities, nats): below it a token is
+#: impossible in all but name (e^-100), and a finite bound keeps the Box well formed.
+PRIOR_OBS_MIN = -100.0
+
+
 # ------------------------------------------------------------------------------ the core
 class BatchedComposer:
     """B compositions, their reward and observation: the logic both front ends share."""
@@ -227,7 +233,7 @@ class BatchedComposer:
     def __init__(self, batch_size: int, *, reward: Any = "theory", key: Any = "random", progression: Any = None,
                  n_bars: int = 4, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
                  max_pitch: int = 83, chords_per_bar: int = 1, tempo: float = 100.0, history_length: int = 16,
-                 constraint: str | None = None) -> None:
+                 constraint: str | None = None, observe_prior: bool | str | os.PathLike = False) -> None:
         import rewards
 
         if not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
@@ -261,6 +267,9 @@ class BatchedComposer:
             "key": (N_KEYS,),
             "progress": (1,),
         })
+        self.prior = None
+        if observe_prior is not False:
+            self._add_prior_observation(observe_prior)
         self.key_masks = np.ascontiguousarray(KEY_SCALE_MASK)
         b = self.batch
         # everything the compiled commit-and-observe step reads besides the actions, bound
@@ -282,9 +291,28 @@ class BatchedComposer:
         self._obs_plan = [(name, slice(a, z), shape if len(shape) > 1 else None)
                           for (name, (a, z)), shape in zip(self.obs_slices.items(), self.obs_shapes.values())]
 
+    def _add_prior_observation(self, checkpoint: bool | str | os.PathLike) -> None:
+        """Append the ``prior`` block: log p(next token | tokens so far) under a frozen
+        note-RNN (agents.note_rnn.PriorTracker), V entries after every other block, so
+        the compiled observe kernels write the rest unchanged."""
+        if checkpoint is True:
+            checkpoint = "default"
+        if not isinstance(checkpoint, (str, os.PathLike)) or checkpoint == "":
+            raise ValueError(f"observe_prior must be False, True, 'default' or a note-RNN checkpoint path, "
+                             f"got {checkpoint!r}")
+        from agents.note_rnn import PriorTracker
+
+        self.prior = PriorTracker(self.batch, checkpoint)
+        self.set_observation_layout({**self.obs_shapes, "prior": (self.grid.vocab_size,)})
+
+    def _observe_prior(self, out: np.ndarray) -> None:
+        a, z = self.obs_slices["prior"]
+        np.maximum(self.prior.logp.numpy(), PRIOR_OBS_MIN, out=out[:, a:z])
+
     # -- spaces -----------------------------------------------------------------------
     def single_observation_space(self) -> spaces.Dict:
-        return spaces.Dict({name: spaces.Box(0.0, 1.0, shape, dtype=np.float32)
+        return spaces.Dict({name: spaces.Box(PRIOR_OBS_MIN, 0.0, shape, dtype=np.float32) if name == "prior"
+                            else spaces.Box(0.0, 1.0, shape, dtype=np.float32)
                             for name, shape in self.obs_shapes.items()})
 
     def single_action_space(self) -> spaces.Discrete:
@@ -300,6 +328,8 @@ class BatchedComposer:
         self.batch.reset(mask, keys, tracks)
         self.next_chords[mask] = next_tracks
         self.reward.reset(self.batch, mask)
+        if self.prior is not None:
+            self.prior.reset(self.batch, mask)
 
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Score, then commit ``actions`` where ``active`` (default all); returns
@@ -316,14 +346,20 @@ class BatchedComposer:
         if active is None:
             active = b.all_active
         values, total = self.reward.step(b, actions, active)
+        if self.prior is not None:
+            self.prior.advance(b, actions, active)
         out = np.empty((b.batch_size, self.obs_size), dtype=np.float32)
         commit_observe_kernel(actions, active, b.tokens, b.core, b.pitch_of, *self._observe_args, out)
+        if self.prior is not None:
+            self._observe_prior(out)
         return values, total, out
 
     def observe_flat(self) -> np.ndarray:
         b = self.batch
         out = np.empty((b.batch_size, self.obs_size), dtype=np.float32)
         observe_kernel(b.tokens, b.core, *self._observe_args, out)
+        if self.prior is not None:
+            self._observe_prior(out)
         return out
 
     def split_obs(self, flat: np.ndarray, index: int | None) -> dict[str, np.ndarray]:

@@ -48,6 +48,7 @@ class MusicCompositionEnv(SingleComposerEnv):
     | `chords`        | (2, 12 + 11 + 1)      | current chord and next different chord: root one-hot, quality one-hot (`musicenv.theory.QUALITIES`), "no chord" flag |
     | `key`           | (24,)                 | one-hot key (0..11 major on C..B, 12..23 minor)           |
     | `progress`      | (1,)                  | steps written / episode length                            |
+    | `prior`         | (V,)                  | only with `observe_prior`: the prior's log p(next token), Box(-100, 0) |
 
     ## Rewards
 
@@ -74,7 +75,7 @@ class MusicCompositionEnv(SingleComposerEnv):
     gym.make("MusicComposition-v0", reward="theory", key="random", progression=None,
              n_bars=4, meter="4/4", steps_per_quarter=4, min_pitch=48, max_pitch=83,
              chords_per_bar=1, tempo=100, history_length=16, constraint=None,
-             render_mode=None)
+             observe_prior=False, render_mode=None)
     ```
 
     * `reward`: reward spec: a term/preset name, a list, a `{name: weight}` or
@@ -88,6 +89,14 @@ class MusicCompositionEnv(SingleComposerEnv):
     * `min_pitch`, `max_pitch`: MIDI range of NOTE_ON actions, inclusive.
     * `chords_per_bar`: harmonic rhythm (a divisor of the steps in a bar).
     * `tempo`: quarter notes per minute, for export only.
+    * `history_length`: how many past tokens the `history` block shows.
+    * `constraint`: `None`, or `"in_key"` to mask out-of-key pitches in `action_masks()`.
+    * `observe_prior`: `False`, `True` / `"default"` (the shipped Bach note-RNN) or a
+      note-RNN checkpoint path: adds the observation block `prior`, (V,) float32 in
+      [-100, 0], the frozen prior's log p(next token | every token so far), computed
+      incrementally (one batched recurrent step per env step; needs torch). The
+      policies of `agents.policies` and the KL-control agents of `agents.kl_control`
+      read it.
     * `render_mode`: `"ansi"` (text piano roll) or `"rgb_array"` (piano-roll picture).
 
     `env.unwrapped.composition` returns the `Composition` written so far (export with
