@@ -88,7 +88,7 @@ from rewards.base import RewardSpecError, RewardTerm
 from rewards.ngram import all_key_transpositions
 
 __all__ = ["NoteRNN", "NoteRNNConfig", "CheckpointError", "Example", "TrainResult", "PriorLogLikelihood",
-           "PriorTracker", "load_prior",
+           "PriorTracker", "PriorPolicy", "load_prior",
            "melody_examples", "train", "evaluate_nll", "DEFAULT_PRIOR", "FORMAT_VERSION", "CONDITIONS"]
 
 #: Version of the checkpoint layout; bump it when keys or their meaning change.
@@ -959,3 +959,62 @@ class PriorLogLikelihood(RewardTerm):
         state = dict(self.__dict__)
         state.pop("_model", None)
         return state
+
+
+# ---------------------------------------------------------------------------- compose source
+class PriorPolicy:
+    """Plays the prior in a composition env: each token sampled from the prior's
+    ``p(next | tokens so far) ** (1 / temperature)``, token by token.
+
+    Bound to the env's batched core (one-token-per-step envs such as
+    MusicComposition-v0); the prior's state follows the episode through a
+    :class:`PriorTracker` of batch size 1 and restarts whenever the env is at step 0.
+    """
+
+    def __init__(self, env, *, checkpoint: str | os.PathLike = "default", temperature: float = 1.0,
+                 seed: int | None = None) -> None:
+        core = getattr(env.unwrapped, "core", None)
+        if core is None or not hasattr(core, "batch") or core.batch.batch_size != 1:
+            raise ValueError("the prior plays single MusicComposition-style envs (one melody token per step)")
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        self.core, self.temperature = core, float(temperature)
+        self.tracker = PriorTracker(core.batch, checkpoint)
+        self.rng = np.random.default_rng(seed)
+        self._active = np.ones(1, dtype=bool)
+
+    def probabilities(self) -> np.ndarray:
+        """(V,) the distribution the next token is drawn from."""
+        logp = self.tracker.logp[0].double().numpy() / self.temperature
+        p = np.exp(logp - logp.max())
+        return p / p.sum()
+
+    def __call__(self, obs: Any = None) -> int:
+        batch = self.core.batch
+        if int(batch.t[0]) == 0:
+            self.tracker.reset(batch, self._active)
+        p = self.probabilities()
+        action = int(self.rng.choice(p.size, p=p))
+        self.tracker.advance(batch, np.array([action]), self._active)
+        return action
+
+
+def _prior_source(env, *, argument: str | None, temperature: float):
+    """The shipped prior (:data:`DEFAULT_PRIOR`), sampled at ``temperature``."""
+    try:
+        PriorPolicy(env, temperature=temperature)  # fail now (grid mismatch), not at piece 1
+    except ValueError as e:
+        raise ValueError(f"source prior: {e}") from e
+    return lambda seed: PriorPolicy(env, temperature=temperature, seed=seed)
+
+
+def _register_compose_source() -> None:
+    try:
+        from musicenv.compose import register_source
+    except ImportError:  # compose is optional
+        return
+    register_source("prior", _prior_source, summary="the pretrained note-RNN prior sampled at a temperature",
+                    uses_temperature=True, replace=True)
+
+
+_register_compose_source()

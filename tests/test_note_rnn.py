@@ -404,3 +404,33 @@ def test_observe_prior_rejects_bad_values():
         gym.make("MusicComposition-v0", observe_prior="/nonexistent/prior.pt")
     with pytest.raises(ValueError, match="trained on pitches"):
         gym.make("MusicComposition-v0", observe_prior=True, min_pitch=40)
+
+
+# ------------------------------------------------------------------------ compose source
+def test_prior_compose_source_samples_the_prior_deterministically(tmp_path):
+    import gymnasium as gym
+
+    from agents.note_rnn import PriorPolicy, load_prior
+    from musicenv.compose import compose, get_source
+
+    info, _ = get_source("prior")
+    assert info.uses_temperature
+    env = gym.make("MusicComposition-v0", n_bars=1, key="C major")
+    env.reset(seed=0)
+    cold, hot = PriorPolicy(env, temperature=0.5), PriorPolicy(env, temperature=2.0)
+    first_token = cold(None)  # step 0: the tracker restarts, then feeds the sampled token
+    hot.tracker.reset(env.unwrapped.core.batch, np.ones(1, dtype=bool))
+    hot.tracker.advance(env.unwrapped.core.batch, np.array([first_token]), np.ones(1, dtype=bool))
+    # after that token both follow the prior's own distribution, p ** (1/T) renormalised
+    base = np.exp(cold.tracker.logp[0].double().numpy())
+    full = np.exp(np.array([load_prior().sequence_log_probs([first_token, a])[-1] for a in range(38)]))
+    assert np.allclose(base, full, atol=1e-5)
+    for policy, temp in ((cold, 0.5), (hot, 2.0)):
+        want = base ** (1 / temp)
+        assert np.allclose(policy.probabilities(), want / want.sum(), atol=1e-6)
+    first = compose("prior", n=2, out_dir=tmp_path / "a", seed=4, n_bars=1, wav=False, temperature=0.9)
+    again = compose("prior", n=2, out_dir=tmp_path / "b", seed=4, n_bars=1, wav=False, temperature=0.9)
+    assert (tmp_path / "a" / "prior_01.mid").read_bytes() == (tmp_path / "b" / "prior_01.mid").read_bytes()
+    assert first is not None and again is not None
+    with pytest.raises(ValueError, match="temperature"):
+        PriorPolicy(env, temperature=0)
