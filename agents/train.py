@@ -1052,6 +1052,18 @@ def _run_source(deterministic: bool) -> Callable[..., Callable[[int], ModelPolic
     return factory
 
 
+#: Env settings that shape the observation: a run is composed with the values it was trained with.
+OBSERVATION_KWARGS = ("observe_prior", "history_length")
+
+
+def _run_observation_kwargs(argument: str | None) -> dict[str, Any]:
+    """The observation-shaping env settings of run ``argument`` (for ``musicenv compose``)."""
+    if not argument:
+        return {}
+    cfg = _load_run_config(Path(argument).expanduser())
+    return {k: v for k, v in cfg.env_kwargs.items() if k in OBSERVATION_KWARGS}
+
+
 def _register_compose_sources() -> None:
     """Make run directories a ``musicenv compose`` source (``run:RUN_DIR``, sampled, and
     ``run-greedy:RUN_DIR``), when ``musicenv.compose`` exists."""
@@ -1059,9 +1071,10 @@ def _register_compose_sources() -> None:
         from musicenv.compose import register_source
     except ImportError:
         return
-    register_source("run", _run_source(False), argument="RUN_DIR", replace=True,
+    register_source("run", _run_source(False), argument="RUN_DIR", replace=True, env_kwargs=_run_observation_kwargs,
                     summary="a trained agent (a `musicenv train` run directory), sampling its policy")
     register_source("run-greedy", _run_source(True), argument="RUN_DIR", replace=True,
+                    env_kwargs=_run_observation_kwargs,
                     summary="a trained agent (a `musicenv train` run directory), always its most likely token")
 
 

@@ -104,6 +104,8 @@ class SourceInfo:
         summary: one line for listings and error messages.
         argument: metavar of the required ``name:ARGUMENT`` part, or None if it takes none.
         uses_temperature: whether ``temperature`` changes what it plays.
+        env_kwargs: ``env_kwargs(argument) -> dict`` of env settings the source needs
+            (e.g. the observation settings a trained run was trained with), or None.
     """
 
     name: str
@@ -111,6 +113,7 @@ class SourceInfo:
     summary: str
     argument: str | None = None
     uses_temperature: bool = False
+    env_kwargs: Callable[[str | None], dict[str, Any]] | None = None
 
     @property
     def usage(self) -> str:
@@ -131,7 +134,8 @@ _NAME_RE = re.compile(r"[a-z][a-z0-9_-]*")
 
 
 def register_source(name: str, factory: SourceFactory, *, summary: str | None = None, argument: str | None = None,
-                    uses_temperature: bool = False, replace: bool = False) -> SourceFactory:
+                    uses_temperature: bool = False, replace: bool = False,
+                    env_kwargs: Callable[[str | None], dict[str, Any]] | None = None) -> SourceFactory:
     """Make ``factory`` (see :class:`SourceFactory`) available to :func:`compose` and
     ``musicenv compose`` as ``name``.
 
@@ -139,6 +143,8 @@ def register_source(name: str, factory: SourceFactory, *, summary: str | None = 
     for listings (default: the first line of the factory's docstring). ``argument``
     (e.g. ``"RUN_DIR"``) makes the source take a required ``name:ARGUMENT``.
     ``uses_temperature`` says the source samples at the ``temperature`` it is given.
+    ``env_kwargs(argument)`` returns env settings the source needs on top of the
+    user's (a run's ``observe_prior``, say); the user's own settings win on conflict.
     Registering a taken name raises ``ValueError`` unless ``replace=True``.
     Returns ``factory``.
     """
@@ -150,7 +156,7 @@ def register_source(name: str, factory: SourceFactory, *, summary: str | None = 
         raise ValueError(f"source {name!r} is already registered; pass replace=True to override it")
     if summary is None:
         summary = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
-    _SOURCES[name] = SourceInfo(name, factory, summary, argument, uses_temperature)
+    _SOURCES[name] = SourceInfo(name, factory, summary, argument, uses_temperature, env_kwargs)
     return factory
 
 
@@ -432,7 +438,10 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
                 _target(out, stem + PIECE_FILES[kind])
         _target(out, INDEX_NAME)
 
-    env = _make_env(env_id, reward=reward, key=key, progression=progression, meter=meter, n_bars=n_bars, tempo=tempo)
+    settings = dict(info.env_kwargs(argument)) if info.env_kwargs is not None else {}
+    settings.update({k: v for k, v in dict(reward=reward, key=key, progression=progression, meter=meter,
+                                           n_bars=n_bars, tempo=tempo).items() if v is not None})
+    env = _make_env(env_id, **settings)
     try:
         make_policy = info.factory(env, argument=argument, temperature=float(temperature))
         metrics_module, metrics_note = _metrics_module()

@@ -248,6 +248,16 @@ def test_run_directories_are_a_compose_source(tmp_path):
         info.factory(other_env, argument=argument, temperature=1.0)
 
 
+def test_compose_plays_a_run_with_the_observation_settings_it_was_trained_with(tmp_path):
+    compose = pytest.importorskip("musicenv.compose")
+    result = train(tiny_config(tmp_path, "ppo", eval_freq=0, checkpoint_freq=0, final_episodes=1,
+                               env_kwargs={"observe_prior": True, "history_length": 4}))
+    # the user asks for nothing about the observation: the run's settings are used
+    records = compose.compose(f"run:{result.run_dir}", n=1, out_dir=tmp_path / "out", n_bars=1, wav=False,
+                              key="G major")
+    assert len(records) == 1 and records[0].files["midi"].is_file()
+
+
 # -------------------------------------------------------------------------------------- errors
 def test_unknown_algorithm_names_the_valid_choices():
     with pytest.raises(TrainConfigError, match="unknown algorithm 'ppo2'; valid choices: ppo, a2c, dqn, maskable_ppo, "
