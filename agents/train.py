@@ -275,7 +275,7 @@ class TrainConfig:
     baselines: list[str] = field(default_factory=lambda: ["random"])  # musicenv.compose sources
     eval_seed: int = 1_000_000
     test_seed: int = 2_000_000
-    vec_env: str = "dummy"  # or "subproc"
+    vec_env: str = "batched"  # or "dummy", "subproc" (see make_vec_env)
     device: str = "cpu"
     n_threads: int = 1  # torch.set_num_threads
     progress: bool = True
@@ -493,8 +493,8 @@ def resolve_config(config: TrainConfig | Mapping[str, Any], *, read_hyperparams:
         setattr(cfg, name, _as_count(getattr(cfg, name), name, "config", minimum=0))
     for name in ("eval_episodes", "final_episodes", "n_threads"):
         setattr(cfg, name, _as_count(getattr(cfg, name), name, "config", minimum=1))
-    if cfg.vec_env not in ("dummy", "subproc"):
-        raise TrainConfigError(f"unknown vec_env {cfg.vec_env!r}; valid choices: dummy, subproc")
+    if cfg.vec_env not in VEC_ENVS:
+        raise TrainConfigError(f"unknown vec_env {cfg.vec_env!r}; valid choices: {', '.join(VEC_ENVS)}")
     if not isinstance(cfg.progress, bool):
         raise TrainConfigError(f"progress must be true or false, got {cfg.progress!r}")
     ranges = {"training": (cfg.seed, cfg.seed + cfg.n_envs), "eval": (cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes),
@@ -607,6 +607,10 @@ def make_env(cfg: TrainConfig, render_mode: str | None = None) -> gym.Env:
         raise TrainConfigError(f"env_kwargs rejected by {cfg.env_id}: {e}") from e
 
 
+#: Accepted ``TrainConfig.vec_env`` values (see :func:`make_vec_env`).
+VEC_ENVS = ("batched", "dummy", "subproc")
+
+
 class _EnvFactory:
     """Picklable env constructor for SubprocVecEnv."""
 
@@ -618,15 +622,27 @@ class _EnvFactory:
 
 
 def make_vec_env(cfg: TrainConfig, monitor_file: Path | None = None) -> VecEnv:
-    """``n_envs`` training envs in SB3's DummyVecEnv/SubprocVecEnv, under VecMonitor.
+    """``n_envs`` training envs under SB3's VecMonitor, as ``cfg.vec_env`` says.
 
-    MaskablePPO reaches each env's ``action_masks()`` through ``env_method`` (SB3 looks
-    it up through the gymnasium wrappers), so no ActionMasker wrapper is needed.
+    ``"batched"`` (the default): :class:`agents.vec_env.BatchedVecEnv`, all envs stepped
+    by one call of the env's batched core, with the same transitions as ``"dummy"`` (SB3's
+    DummyVecEnv over ``n_envs`` single envs) for the same seeds, at a fraction of its
+    cost. ``"subproc"``: SubprocVecEnv, one process per env. MaskablePPO reaches the
+    envs' ``action_masks()`` through ``env_method`` (SB3 looks it up through the
+    gymnasium wrappers), so no ActionMasker wrapper is needed.
     """
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
-    fns = [_EnvFactory(cfg) for _ in range(cfg.n_envs)]
-    venv = SubprocVecEnv(fns) if cfg.vec_env == "subproc" else DummyVecEnv(fns)
+    if cfg.vec_env == "batched":
+        from agents.vec_env import BatchedVecEnv
+
+        kwargs = dict(cfg.env_kwargs)
+        if cfg.reward is not None:
+            kwargs["reward"] = cfg.reward
+        venv = BatchedVecEnv(cfg.env_id, cfg.n_envs, kwargs)
+    else:
+        fns = [_EnvFactory(cfg) for _ in range(cfg.n_envs)]
+        venv = SubprocVecEnv(fns) if cfg.vec_env == "subproc" else DummyVecEnv(fns)
     return VecMonitor(venv, filename=str(monitor_file) if monitor_file else None)
 
 
@@ -709,7 +725,9 @@ def _check_new_run_dir(out: Path) -> None:
 def _build_model(cfg: TrainConfig, venv: VecEnv, run_dir: Path) -> BaseAlgorithm:
     algo_cls = get_algorithm(cfg.algo).load_class()
     try:
-        return algo_cls(cfg.policy, venv, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose,
+        # an import path names a class SB3 cannot look up by name; aliases stay strings
+        policy = _policy_class(algo_cls, cfg.policy, "config") if ":" in str(cfg.policy) else cfg.policy
+        return algo_cls(policy, venv, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose,
                         tensorboard_log=str(run_dir / TENSORBOARD_DIR), **algorithm_kwargs(cfg))
     except (TypeError, ValueError, AssertionError) as e:
         raise TrainConfigError(f"{algo_cls.__name__} rejected the hyperparameters {cfg.hyperparams}: {e}") from e
@@ -1205,7 +1223,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--baselines", nargs="+", metavar="SOURCE",
                    help="musicenv compose sources also played on the held-out pieces (default: random)")
     p.add_argument("--checkpoint-freq", type=_steps_arg, help="env steps between checkpoints, 0 for none (default: 25000)")
-    p.add_argument("--vec-env", choices=("dummy", "subproc"), help="vectorisation (default: dummy)")
+    p.add_argument("--vec-env", choices=VEC_ENVS, help="vectorisation (default: batched, one batched step for "
+                   "all envs; dummy: SB3's DummyVecEnv; subproc: one process per env)")
     p.add_argument("--device", help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, help="torch threads (default: 1)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -20,6 +20,17 @@ far as they can on a shared machine:
     torch on 2 threads: env-steps/s, and ``prior_reward_ratio_256``, its ratio to the
     same env without the prior term. ``null`` with a reason when the prior (torch,
     ``agents.note_rnn`` or its shipped checkpoint) is not available.
+``ppo_train_vs_cartpole``
+    Stable-Baselines3 PPO's training speed (env steps/s of ``model.learn``, rollouts and
+    updates together) on MusicComposition-v0 (``theory`` reward, ``MultiInputPolicy``)
+    divided by its speed on CartPole-v1 (``MlpPolicy``), both with the shipped settings
+    of ``agents/hyperparams/ppo.yml`` (n_envs 8, n_steps 256, batch 256, 10 epochs,
+    64x64 pi and vf nets, ...), torch on 1 thread (``musicenv train``'s default), under
+    VecMonitor. Each env runs in the vec env it trains in: MusicComposition-v0 in
+    ``agents.train.make_vec_env``'s default (``BatchedVecEnv``: one batched step for all
+    envs), CartPole-v1 in SB3's DummyVecEnv (it has no batched SB3 vec env). The raw
+    figures add the same ratio with MusicComposition-v0 in DummyVecEnv too and, for each
+    run, how its time splits into policy updates, rollouts and env steps.
 ``import_s_ratio``
     Wall time of ``python -c "import musicenv"`` divided by ``python -c "import gymnasium"``.
 ``corpus_cached_load_s``
@@ -68,6 +79,7 @@ GOALS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "length_scaling": ("<= 1.1", lambda v: v <= 1.1),
     "prior_reward_steps_per_s_256": ("(absolute)", lambda v: True),
     "prior_reward_ratio_256": (">= 0.2", lambda v: v >= 0.2),
+    "ppo_train_vs_cartpole": (">= 0.8", lambda v: v >= 0.8),
     "import_s_ratio": ("<= 1.5", lambda v: v <= 1.5),
     "corpus_cached_load_s": ("< 1 s", lambda v: v < 1.0),
     "numba_compile_s": ("(one-time)", lambda v: True),
@@ -84,6 +96,8 @@ class Settings:
     vector_steps: int = 650  # ten 64-step episodes plus their autoreset steps
     prior_envs: int = 256
     prior_steps: int = 130
+    ppo_steps: int = 16_384  # PPO env steps per repeat (8 updates at the shipped settings)
+    ppo_overrides: dict[str, Any] = field(default_factory=dict)  # over ppo.yml's MusicComposition-v0 section
     subprocess_repeats: int = 5
     corpus: str = "bach"
     compile: bool = True
@@ -92,7 +106,9 @@ class Settings:
     @classmethod
     def quick_size(cls, repeats: int | None = None, steps: int | None = None) -> Settings:
         return cls(repeats=repeats or 1, steps=steps or 600, vector_envs=16, vector_steps=70, prior_envs=8,
-                   prior_steps=20, subprocess_repeats=1, corpus="bach/bwv66.6", compile=False, quick=True)
+                   prior_steps=20, ppo_steps=128, ppo_overrides={"n_envs": 2, "n_steps": 32, "batch_size": 32,
+                                                                 "n_epochs": 1},
+                   subprocess_repeats=1, corpus="bach/bwv66.6", compile=False, quick=True)
 
 
 @dataclass
@@ -306,6 +322,95 @@ def measure_prior(s: Settings, res: Result) -> None:
     res.raw["prior_baseline_env_steps_per_s"] = best["theory"]
 
 
+class _Stopwatch:
+    """Wraps a bound method so that the seconds spent in it add up in ``seconds``."""
+
+    def __init__(self, method: Callable[..., Any]) -> None:
+        self.method, self.seconds = method, 0.0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self.method(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def ppo_training_rate(make_venv: Callable[[], Any], policy: str, kwargs: dict[str, Any], steps: int
+                      ) -> dict[str, float]:
+    """Train a fresh SB3 PPO (seed 0) for ``steps`` env steps on ``make_venv()``: env
+    steps/s of ``learn`` and its seconds in policy updates (``train``), rollouts
+    (``collect_rollouts``, which includes the env steps) and env steps (``venv.step``)."""
+    from stable_baselines3 import PPO
+
+    venv = make_venv()
+    try:
+        model = PPO(policy, venv, seed=0, device="cpu", verbose=0, **kwargs)
+        update, rollout, env_step = (_Stopwatch(model.train), _Stopwatch(model.collect_rollouts),
+                                     _Stopwatch(venv.step))
+        model.train, model.collect_rollouts, venv.step = update, rollout, env_step
+        with _NoGC():
+            t0 = time.perf_counter()
+            model.learn(total_timesteps=steps)
+            total = time.perf_counter() - t0
+    finally:
+        venv.close()
+    return {"steps_per_s": steps / total, "total_s": total, "update_s": update.seconds,
+            "rollout_s": rollout.seconds, "env_step_s": env_step.seconds}
+
+
+def measure_ppo(s: Settings, res: Result) -> None:
+    key = "ppo_train_vs_cartpole"
+    try:
+        import gymnasium as gym
+        import torch
+        from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+        from agents.train import TrainConfig, algorithm_kwargs, make_vec_env, resolve_config
+    except ImportError as e:
+        res.figures[key] = None
+        res.reasons[key] = f"PPO needs torch, stable-baselines3 and agents.train: {e}"
+        return
+    overrides = dict(s.ppo_overrides)
+    n_envs = overrides.pop("n_envs", None)
+    cfg = resolve_config(TrainConfig(algo="ppo", env_id=ENV_ID, reward="theory", n_envs=n_envs, hyperparams=overrides,
+                                     baselines=[], progress=False))
+    kwargs = algorithm_kwargs(cfg)
+    per_update = cfg.n_envs * kwargs["n_steps"]
+    steps = max(per_update, s.ppo_steps // per_update * per_update)  # whole rollouts only
+
+    def music() -> Any:
+        return make_vec_env(cfg)  # as musicenv train makes it (vec_env "batched")
+
+    def music_dummy() -> Any:
+        return make_vec_env(TrainConfig.from_dict({**cfg.to_dict(), "vec_env": "dummy"}))
+
+    def cartpole() -> Any:
+        return VecMonitor(DummyVecEnv([lambda: gym.make("CartPole-v1") for _ in range(cfg.n_envs)]))
+
+    runs = {"cartpole": (cartpole, "MlpPolicy"), "music": (music, cfg.policy), "music_dummy": (music_dummy, cfg.policy)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.n_threads)
+    try:
+        for make, policy in runs.values():  # warm-up: torch's first calls, the numba cache
+            ppo_training_rate(make, policy, kwargs, per_update)
+        best: dict[str, dict[str, float]] = {}
+        for _ in range(s.repeats):
+            for name, (make, policy) in runs.items():
+                out = ppo_training_rate(make, policy, kwargs, steps)
+                if name not in best or out["steps_per_s"] > best[name]["steps_per_s"]:
+                    best[name] = out
+    finally:
+        torch.set_num_threads(threads)
+    res.figures[key] = best["music"]["steps_per_s"] / best["cartpole"]["steps_per_s"]
+    res.raw["ppo_dummy_vs_cartpole"] = best["music_dummy"]["steps_per_s"] / best["cartpole"]["steps_per_s"]
+    res.raw["ppo_runs"] = best
+    res.raw["ppo_settings"] = {"timesteps": steps, "n_envs": cfg.n_envs, "torch_threads": cfg.n_threads,
+                               "policy": cfg.policy, "vec_env": cfg.vec_env,
+                               **{k: kwargs[k] for k in ("n_steps", "batch_size", "n_epochs") if k in kwargs},
+                               "net_arch": cfg.hyperparams.get("policy_kwargs", {}).get("net_arch")}
+
+
 def _wall_time(code: str, env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, env=env, stdout=subprocess.DEVNULL)
@@ -410,6 +515,7 @@ FIGURES: tuple[tuple[str, Callable[[Settings, Result], None]], ...] = (
     ("vector env vs CartPole vector env", measure_vector),
     ("episode length scaling", measure_length_scaling),
     ("prior reward at 256 envs", measure_prior),
+    ("PPO training vs CartPole", measure_ppo),
     ("import time", measure_import),
     ("cached corpus load", measure_corpus),
     ("numba compile cost", measure_compile),
@@ -459,6 +565,17 @@ def _raw_lines(res: Result) -> list[str]:
                      f"CartPole {r['cartpole_vector_ns_per_env_step']:.1f} ({r['cartpole_vector_steps_per_s'] / 1e6:.1f}M/s)")
     if "n_bars_4_us_per_step" in r:
         lines.append(f"n_bars=4 {r['n_bars_4_us_per_step']:.2f} us/step, n_bars=64 {r['n_bars_64_us_per_step']:.2f}")
+    if "ppo_runs" in r:
+        ps, runs = r["ppo_settings"], r["ppo_runs"]
+        lines.append(f"PPO ({ps['n_envs']} envs, n_steps {ps.get('n_steps')}, batch {ps.get('batch_size')}, "
+                     f"{ps.get('n_epochs')} epochs, net {ps['net_arch']}, {ps['torch_threads']} torch thread(s), "
+                     f"{ps['timesteps']} steps): MusicComposition-v0 in DummyVecEnv "
+                     f"{r['ppo_dummy_vs_cartpole']:.2f}x CartPole")
+        for name, label in (("cartpole", "CartPole-v1, DummyVecEnv"), ("music", f"MusicComposition-v0, {ps['vec_env']}"),
+                            ("music_dummy", "MusicComposition-v0, DummyVecEnv")):
+            x = runs[name]
+            lines.append(f"  {label}: {x['steps_per_s']:,.0f} steps/s; of {x['total_s']:.2f} s, updates "
+                         f"{x['update_s']:.2f} s, rollouts {x['rollout_s']:.2f} s (env steps {x['env_step_s']:.2f} s)")
     if "import_musicenv_s" in r:
         lines.append(f"import musicenv {r['import_musicenv_s']:.3f} s, gymnasium {r['import_gymnasium_s']:.3f} s; "
                      f"heavy modules loaded by import musicenv: {r['import_musicenv_loads'] or 'none'}")
@@ -485,7 +602,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="single-env steps per repeat (default 20000; 600 with --quick)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script, not a measurement")
     p.add_argument("--only", nargs="+", metavar="FIGURE",
-                   help="measure only these (single vector length_scaling prior import corpus compile)")
+                   help="measure only these (single vector length_scaling prior ppo import corpus compile)")
 
 
 def _run_cli(args: argparse.Namespace) -> int:

@@ -62,6 +62,7 @@ __all__ = [
     "OutputPathError",
     "SOURCE_PROVIDERS",
     "register_source",
+    "check_out_dir",
     "available_sources",
     "get_source",
     "compose",
@@ -263,7 +264,7 @@ def _default_name(info: SourceInfo, argument: str | None) -> str:
     return f"{info.name}_{slug}" if slug else info.name
 
 
-def _check_out_dir(out_dir: str | os.PathLike) -> pathlib.Path:
+def check_out_dir(out_dir: str | os.PathLike) -> pathlib.Path:
     """The output folder as a Path, if it is or can become a writable directory; else raise.
 
     Creates nothing. Raises ``NotADirectoryError`` if it (or an ancestor) exists as
@@ -417,7 +418,7 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
         raise ValueError(f"source {info.name!r} does not sample, so temperature={temperature} would do nothing; "
                          "leave it at 1 or use a sampling source")
     prefix = _check_name(name if name is not None else _default_name(info, argument))
-    out = _check_out_dir(out_dir)
+    out = check_out_dir(out_dir)
     width = max(2, len(str(n)))
     stems = [f"{prefix}_{i:0{width}d}" for i in range(1, n + 1)]
     wav_note: str | None = None  # why there are no WAV files

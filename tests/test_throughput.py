@@ -12,7 +12,7 @@ import pytest
 from experiments import throughput
 
 FIGURES = ("single_vs_cartpole", "vector1024_vs_cartpole_vector", "length_scaling",
-           "prior_reward_steps_per_s_256", "prior_reward_ratio_256", "import_s_ratio",
+           "prior_reward_steps_per_s_256", "prior_reward_ratio_256", "ppo_train_vs_cartpole", "import_s_ratio",
            "corpus_cached_load_s", "numba_compile_s")
 
 
@@ -43,8 +43,8 @@ def test_quick_run_reports_every_figure(quick_report):
             assert _positive(value), (key, value)
             assert quick_report["goals"][key]["met"] in (True, False)
     # only the parts that may legitimately be missing can be null
-    for key in ("single_vs_cartpole", "vector1024_vs_cartpole_vector", "length_scaling", "import_s_ratio",
-                "corpus_cached_load_s"):
+    for key in ("single_vs_cartpole", "vector1024_vs_cartpole_vector", "length_scaling", "ppo_train_vs_cartpole",
+                "import_s_ratio", "corpus_cached_load_s"):
         assert quick_report[key] is not None, quick_report["reasons"].get(key)
     assert quick_report["numba_compile_s"] is None  # skipped at the quick size
     assert (quick_report["prior_reward_steps_per_s_256"] is None) == (quick_report["prior_reward_ratio_256"] is None)
@@ -55,6 +55,16 @@ def test_quick_run_records_rates_load_and_versions(quick_report):
     for key in ("single_steps_per_s", "cartpole_steps_per_s", "vector_steps_per_s", "cartpole_vector_steps_per_s",
                 "n_bars_4_us_per_step", "n_bars_64_us_per_step", "import_musicenv_s", "import_gymnasium_s"):
         assert _positive(raw[key]), (key, raw.get(key))
+    assert _positive(raw["ppo_dummy_vs_cartpole"])
+    for run in ("cartpole", "music", "music_dummy"):  # PPO: rate and where the time went, per run
+        times = raw["ppo_runs"][run]
+        assert all(_positive(times[k]) for k in ("steps_per_s", "total_s", "update_s", "rollout_s", "env_step_s"))
+        assert times["env_step_s"] < times["rollout_s"] < times["total_s"]
+        assert times["update_s"] + times["rollout_s"] <= times["total_s"] * 1.001
+    settings = raw["ppo_settings"]
+    assert (settings["n_envs"], settings["n_steps"], settings["batch_size"], settings["n_epochs"]) == (2, 32, 32, 1)
+    assert settings["vec_env"] == "batched" and settings["torch_threads"] == 1
+    assert settings["net_arch"] == {"pi": [64, 64], "vf": [64, 64]}  # ppo.yml's net, written out
     assert raw["import_musicenv_loads"] == []  # import musicenv pulls in no numba, torch, music21
     load = quick_report["load_avg"]
     assert len(load["before"]) == 3 and len(load["after"]) == 3
