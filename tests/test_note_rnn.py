@@ -434,3 +434,43 @@ def test_prior_compose_source_samples_the_prior_deterministically(tmp_path):
     assert first is not None and again is not None
     with pytest.raises(ValueError, match="temperature"):
         PriorPolicy(env, temperature=0)
+
+
+# ------------------------------------------------------------------------ compiled step
+@pytest.mark.parametrize("make", [
+    lambda: __import__("agents.note_rnn").note_rnn.load_prior(),
+    lambda: __import__("agents.note_rnn").note_rnn.load_prior("small"),
+    lambda: NoteRNN(arch="lstm", num_layers=3, hidden_size=24, embed_size=8, relative_pitch=False).eval(),
+], ids=["shipped", "small", "plain-3-layers"])
+def test_compiled_lstm_step_equals_the_torch_step(make):
+    from agents.note_rnn import LSTMStepper, load_prior  # noqa: F401 (used by the parameters)
+
+    model = make()
+    step = LSTMStepper(model)
+    rng = np.random.default_rng(1)
+    B = 9
+    s_torch, s_fast = model.initial_state(B), model.initial_state(B)
+    tokens = np.full(B, model.begin)
+    with torch.inference_mode():
+        for _ in range(30):  # rests, holds and pitches, anchors set and moved
+            a, s_torch = model.log_probs(torch.from_numpy(tokens), s_torch)
+            b, s_fast = step(tokens, s_fast)
+            assert torch.allclose(a, b, atol=2e-5), float((a - b).abs().max())
+            for x, y in zip(s_torch, s_fast):
+                assert torch.allclose(x.float(), y.float(), atol=2e-5)
+            tokens = rng.integers(0, 38, B)
+    with pytest.raises(ValueError, match="unconditioned LSTM"):
+        LSTMStepper(NoteRNN(arch="gru", hidden_size=8, embed_size=4))
+
+
+def test_the_small_prior_loads_by_name_and_matches_its_recorded_nll():
+    from agents.note_rnn import SMALL_PRIOR, prior_path
+
+    assert prior_path("small") == SMALL_PRIOR and prior_path("default") == DEFAULT_PRIOR
+    small = NoteRNN.load(SMALL_PRIOR)
+    assert small.config.num_layers == 1 and small.config.hidden_size == 64
+    metrics = small.metadata["metrics"]
+    assert metrics["test_nll"] < 0.8 * metrics["best_ngram"]["test"]
+    env = __import__("gymnasium").make("MusicComposition-v0", reward={"prior_log_likelihood": {"checkpoint": "small"}})
+    env.reset(seed=0)
+    assert np.isfinite(env.step(5)[1])

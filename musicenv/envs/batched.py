@@ -298,7 +298,7 @@ class BatchedComposer:
         if checkpoint is True:
             checkpoint = "default"
         if not isinstance(checkpoint, (str, os.PathLike)) or checkpoint == "":
-            raise ValueError(f"observe_prior must be False, True, 'default' or a note-RNN checkpoint path, "
+            raise ValueError(f"observe_prior must be False, True, 'default', 'small' or a note-RNN checkpoint path, "
                              f"got {checkpoint!r}")
         from agents.note_rnn import PriorTracker
 

@@ -91,8 +91,8 @@ class MusicCompositionEnv(SingleComposerEnv):
     * `tempo`: quarter notes per minute, for export only.
     * `history_length`: how many past tokens the `history` block shows.
     * `constraint`: `None`, or `"in_key"` to mask out-of-key pitches in `action_masks()`.
-    * `observe_prior`: `False`, `True` / `"default"` (the shipped Bach note-RNN) or a
-      note-RNN checkpoint path: adds the observation block `prior`, (V,) float32 in
+    * `observe_prior`: `False`, `True` / `"default"` (the shipped Bach note-RNN),
+      `"small"` (its 1 x 64 sibling, same NLL, cheaper) or a note-RNN checkpoint path: adds the observation block `prior`, (V,) float32 in
       [-100, 0], the frozen prior's log p(next token | every token so far), computed
       incrementally (one batched recurrent step per env step; needs torch). The
       policies of `agents.policies` and the KL-control agents of `agents.kl_control`
