@@ -304,12 +304,17 @@ def measure_prior(s: Settings, res: Result) -> None:
             res.reasons[key] = res.reasons[ratio_key] = reason
             return
         without = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", reward="theory")
+        # the shipped 1 x 64 prior (same test NLL), for comparison
+        small = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point",
+                             reward={"theory": 1.0, "prior_log_likelihood": {"weight": 1.0, "checkpoint": "small"}})
         rng = np.random.default_rng(2)
         actions = [rng.integers(0, without.single_action_space.n, size=n) for _ in range(16)]
-        vector_steps_per_s(with_prior, actions, 5)
-        vector_steps_per_s(without, actions, 5)
+        for env in (with_prior, small, without):
+            env.reset(seed=0)
+            vector_steps_per_s(env, actions, 5)
         best = _best_of(s.repeats, {
             "prior": lambda: vector_steps_per_s(with_prior, actions, s.prior_steps),
+            "small": lambda: vector_steps_per_s(small, actions, s.prior_steps),
             "theory": lambda: vector_steps_per_s(without, actions, 10 * s.prior_steps),
         })
     finally:
@@ -320,6 +325,8 @@ def measure_prior(s: Settings, res: Result) -> None:
     res.raw["prior_torch_threads"] = 2
     res.raw["prior_env_steps_per_s"] = best["prior"]
     res.raw["prior_baseline_env_steps_per_s"] = best["theory"]
+    res.raw["prior_small_env_steps_per_s"] = best["small"]
+    res.raw["prior_small_ratio_256"] = best["small"] / best["theory"]
 
 
 class _Stopwatch:

@@ -56,6 +56,8 @@ def test_quick_run_records_rates_load_and_versions(quick_report):
                 "n_bars_4_us_per_step", "n_bars_64_us_per_step", "import_musicenv_s", "import_gymnasium_s"):
         assert _positive(raw[key]), (key, raw.get(key))
     assert _positive(raw["ppo_dummy_vs_cartpole"])
+    if quick_report["prior_reward_ratio_256"] is not None:  # the small prior is measured beside the default
+        assert _positive(raw["prior_small_ratio_256"]) and _positive(raw["prior_small_env_steps_per_s"])
     for run in ("cartpole", "music", "music_dummy"):  # PPO: rate and where the time went, per run
         times = raw["ppo_runs"][run]
         assert all(_positive(times[k]) for k in ("steps_per_s", "total_s", "update_s", "rollout_s", "env_step_s"))
