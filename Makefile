@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(VENV)/bin/musicenv demo --out out
+	$(VENV)/bin/musicenv main-job --out out
 
 test: install
 	$(PY) -m pytest -q
