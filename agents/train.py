@@ -227,6 +227,12 @@ register_algorithm(AlgorithmSpec("dqn", "stable_baselines3:DQN", off_policy=True
 register_algorithm(AlgorithmSpec("maskable_ppo", "sb3_contrib:MaskablePPO", masked=True), aliases=("ppo_mask",))
 register_algorithm(AlgorithmSpec("recurrent_ppo", "sb3_contrib:RecurrentPPO", default_policy="MultiInputLstmPolicy",
                                  recurrent=True), aliases=("ppo_lstm",))
+register_algorithm(AlgorithmSpec("rl_tuner_q", "agents.kl_control:RLTunerQ",
+                                 default_policy="agents.policies:PriorQPolicy", off_policy=True))
+register_algorithm(AlgorithmSpec("rl_tuner_psi", "agents.kl_control:RLTunerPsi",
+                                 default_policy="agents.policies:PriorQPolicy", off_policy=True))
+register_algorithm(AlgorithmSpec("rl_tuner_g", "agents.kl_control:RLTunerG", off_policy=True))
+register_algorithm(AlgorithmSpec("kl_ppo", "agents.kl_control:KLPPO", default_policy="agents.policies:PriorActorCriticPolicy"))
 
 
 def get_algorithm(name: str) -> AlgorithmSpec:
@@ -450,6 +456,9 @@ def resolve_config(config: TrainConfig | Mapping[str, Any], *, read_hyperparams:
         raise TrainConfigError(f"{source}: env_kwargs must be a mapping, got {file_env_kwargs!r}")
     if not isinstance(cfg.env_kwargs, Mapping):
         raise TrainConfigError(f"env_kwargs must be a mapping, got {cfg.env_kwargs!r}")
+    if cfg.reward is not None and "reward" not in cfg.env_kwargs:
+        # a reward in the hyperparameter file is the algorithm's default; --reward overrides it
+        file_env_kwargs = {k: v for k, v in file_env_kwargs.items() if k != "reward"}
     env_kwargs = {**file_env_kwargs, **cfg.env_kwargs}
     if "reward" in env_kwargs:
         if cfg.reward is not None and env_kwargs["reward"] != cfg.reward:
