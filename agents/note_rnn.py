@@ -908,22 +908,20 @@ class LSTMStepper:
         _lstm_first_gates(tokens, anchors, self.begin, self.P, self.t_embed, self.t_interval, self.t_opening,
                           first, new_anchors)
         gates = torch.from_numpy(first)
-        hs, cs = [], []
         x = None
         with torch.no_grad():
+            h_new, c_new = torch.empty_like(state[0]), torch.empty_like(state[1])
             for k in range(self.n_layers):
                 if k:
                     gates = torch.addmm(self.b[k], x, self.w_ih[k])
                 gates.addmm_(state[0][k], self.w_hh[k])
-                i, f, g2, o = torch.sigmoid(gates).chunk(4, dim=1)  # g2 = sigmoid(2 g)
-                c_k = torch.addcmul(f * state[1][k], i, g2 * 2 - 1)  # f c + i tanh(g)
-                x = o * (torch.sigmoid(c_k * 2) * 2 - 1)  # o tanh(c)
-                hs.append(x)
-                cs.append(c_k)
+                i, f, g2, o = gates.sigmoid_().chunk(4, dim=1)  # g2 = sigmoid(2 g)
+                c_k = torch.mul(f, state[1][k], out=c_new[k]).addcmul_(i, g2.mul(2).sub_(1))  # f c + i tanh(g)
+                x = torch.mul(c_k, 2, out=h_new[k]).sigmoid_().mul_(2).sub_(1).mul_(o)  # o tanh(c)
             heads = torch.addmm(self.b_heads, x, self.w_heads).numpy()
         logits = np.empty((B, self.V), dtype=np.float32)
         _logits_from_heads(heads, self.V, self.P, new_anchors, self.relative, logits)
-        new = (torch.stack(hs), torch.stack(cs))
+        new = (h_new, c_new)
         if self.relative:
             new = (*new, torch.from_numpy(new_anchors))
         return torch.log_softmax(torch.from_numpy(logits), dim=1), new
