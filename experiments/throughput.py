@@ -29,7 +29,8 @@ far as they can on a shared machine:
     VecMonitor. Each env runs in the vec env it trains in: MusicComposition-v0 in
     ``agents.train.make_vec_env``'s default (``BatchedVecEnv``: one batched step for all
     envs), CartPole-v1 in SB3's DummyVecEnv (it has no batched SB3 vec env). The raw
-    figures add the same ratio with MusicComposition-v0 in DummyVecEnv too and, for each
+    figures add the ratio with SB3's own PPO defaults (``ppo_sb3_defaults_vs_cartpole``:
+    1 env, n_steps 2048, batch 64), the same ratio with MusicComposition-v0 in DummyVecEnv and, for each
     run, how its time splits into policy updates, rollouts and env steps.
 ``import_s_ratio``
     Wall time of ``python -c "import musicenv"`` divided by ``python -c "import gymnasium"``.
@@ -98,6 +99,8 @@ class Settings:
     prior_steps: int = 130
     ppo_steps: int = 16_384  # PPO env steps per repeat (8 updates at the shipped settings)
     ppo_overrides: dict[str, Any] = field(default_factory=dict)  # over ppo.yml's MusicComposition-v0 section
+    ppo_default_steps: int = 8_192  # PPO with SB3's own defaults: 1 env, 4 rollouts of 2048
+    ppo_default_kwargs: dict[str, Any] = field(default_factory=dict)  # over SB3's PPO defaults
     subprocess_repeats: int = 5
     corpus: str = "bach"
     compile: bool = True
@@ -108,6 +111,7 @@ class Settings:
         return cls(repeats=repeats or 1, steps=steps or 600, vector_envs=16, vector_steps=70, prior_envs=8,
                    prior_steps=20, ppo_steps=128, ppo_overrides={"n_envs": 2, "n_steps": 32, "batch_size": 32,
                                                                  "n_epochs": 1},
+                   ppo_default_steps=64, ppo_default_kwargs={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
                    subprocess_repeats=1, corpus="bach/bwv66.6", compile=False, quick=True)
 
 
@@ -407,8 +411,23 @@ def measure_ppo(s: Settings, res: Result) -> None:
                 out = ppo_training_rate(make, policy, kwargs, steps)
                 if name not in best or out["steps_per_s"] > best[name]["steps_per_s"]:
                     best[name] = out
+        # the same comparison with SB3's own PPO defaults (1 env, n_steps 2048, batch 64,
+        # 10 epochs, 64x64 nets): smaller minibatches, so the wider input costs less
+        default_runs = {"cartpole": (lambda: VecMonitor(DummyVecEnv([lambda: gym.make("CartPole-v1")])), "MlpPolicy"),
+                        "music": (lambda: make_vec_env(TrainConfig.from_dict({**cfg.to_dict(), "n_envs": 1})),
+                                  "MultiInputPolicy")}
+        dkw = dict(s.ppo_default_kwargs)
+        best_default: dict[str, dict[str, float]] = {}
+        for _ in range(s.repeats):
+            for name, (make, policy) in default_runs.items():
+                out = ppo_training_rate(make, policy, dkw, s.ppo_default_steps)
+                if name not in best_default or out["steps_per_s"] > best_default[name]["steps_per_s"]:
+                    best_default[name] = out
     finally:
         torch.set_num_threads(threads)
+    res.raw["ppo_sb3_defaults_vs_cartpole"] = (best_default["music"]["steps_per_s"]
+                                               / best_default["cartpole"]["steps_per_s"])
+    res.raw["ppo_sb3_defaults_runs"] = best_default
     res.figures[key] = best["music"]["steps_per_s"] / best["cartpole"]["steps_per_s"]
     res.raw["ppo_dummy_vs_cartpole"] = best["music_dummy"]["steps_per_s"] / best["cartpole"]["steps_per_s"]
     res.raw["ppo_runs"] = best
@@ -578,6 +597,8 @@ def _raw_lines(res: Result) -> list[str]:
                      f"{ps.get('n_epochs')} epochs, net {ps['net_arch']}, {ps['torch_threads']} torch thread(s), "
                      f"{ps['timesteps']} steps): MusicComposition-v0 in DummyVecEnv "
                      f"{r['ppo_dummy_vs_cartpole']:.2f}x CartPole")
+        lines.append(f"PPO with SB3's defaults (1 env, n_steps 2048, batch 64, 10 epochs, 64x64 nets): "
+                     f"{r['ppo_sb3_defaults_vs_cartpole']:.2f}x CartPole")
         for name, label in (("cartpole", "CartPole-v1, DummyVecEnv"), ("music", f"MusicComposition-v0, {ps['vec_env']}"),
                             ("music_dummy", "MusicComposition-v0, DummyVecEnv")):
             x = runs[name]
