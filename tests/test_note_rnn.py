@@ -474,3 +474,25 @@ def test_the_small_prior_loads_by_name_and_matches_its_recorded_nll():
     env = __import__("gymnasium").make("MusicComposition-v0", reward={"prior_log_likelihood": {"checkpoint": "small"}})
     env.reset(seed=0)
     assert np.isfinite(env.step(5)[1])
+
+
+def test_observe_prior_shares_the_tracker_of_a_prior_reward_term_of_the_same_prior():
+    import gymnasium as gym
+
+    from agents.note_rnn import PriorLogLikelihood, load_prior
+
+    env = gym.make("MusicComposition-v0", reward="rl_tuner", observe_prior=True, n_bars=1)
+    core = env.unwrapped.core
+    term = next(t for _, t, _ in core.reward.terms if isinstance(t, PriorLogLikelihood))
+    assert core.prior is term._tracker  # one recurrent step per env step, not two
+    other = gym.make("MusicComposition-v0", reward="rl_tuner", observe_prior="small", n_bars=1).unwrapped.core
+    assert other.prior is not next(t for _, t, _ in other.reward.terms if isinstance(t, PriorLogLikelihood))._tracker
+    obs, _ = env.reset(seed=2)
+    tokens = []
+    for a in (14, 1, 16, 18, 0, 18):
+        expected = obs["prior"][a]
+        obs, _, _, _, info = env.step(a)
+        tokens.append(a)
+        assert info["reward_terms"]["prior_log_likelihood"] == pytest.approx(expected, abs=1e-5)
+        want = load_prior().sequence_log_probs(tokens + [2])[-1]
+        assert obs["prior"][2] == pytest.approx(want, abs=1e-4)

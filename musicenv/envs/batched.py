@@ -300,9 +300,15 @@ class BatchedComposer:
         if not isinstance(checkpoint, (str, os.PathLike)) or checkpoint == "":
             raise ValueError(f"observe_prior must be False, True, 'default', 'small' or a note-RNN checkpoint path, "
                              f"got {checkpoint!r}")
-        from agents.note_rnn import PriorTracker
+        from agents.note_rnn import PriorLogLikelihood, PriorTracker, prior_path
 
-        self.prior = PriorTracker(self.batch, checkpoint)
+        # A prior_log_likelihood term of the same prior already tracks exactly this (its
+        # step runs before the observation is written): share its tracker, one LSTM step.
+        shared = next((term._tracker for _, term, _ in getattr(self.reward, "terms", ())
+                       if isinstance(term, PriorLogLikelihood)
+                       and prior_path(term.params["checkpoint"]) == prior_path(checkpoint)), None)
+        self.prior = shared if shared is not None else PriorTracker(self.batch, checkpoint)
+        self._prior_owned = shared is None
         self.set_observation_layout({**self.obs_shapes, "prior": (self.grid.vocab_size,)})
 
     def _observe_prior(self, out: np.ndarray) -> None:
@@ -328,7 +334,7 @@ class BatchedComposer:
         self.batch.reset(mask, keys, tracks)
         self.next_chords[mask] = next_tracks
         self.reward.reset(self.batch, mask)
-        if self.prior is not None:
+        if self.prior is not None and self._prior_owned:
             self.prior.reset(self.batch, mask)
 
     def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -346,7 +352,7 @@ class BatchedComposer:
         if active is None:
             active = b.all_active
         values, total = self.reward.step(b, actions, active)
-        if self.prior is not None:
+        if self.prior is not None and self._prior_owned:
             self.prior.advance(b, actions, active)
         out = np.empty((b.batch_size, self.obs_size), dtype=np.float32)
         commit_observe_kernel(actions, active, b.tokens, b.core, b.pitch_of, *self._observe_args, out)
