@@ -572,9 +572,22 @@ def _cmd_compose(args: argparse.Namespace) -> int:
     from musicenv.audio import AudioRenderError, AudioUnavailable
     from musicenv.render import render_ansi
 
+    source = args.source
+    if args.model is not None:
+        if source is not None:
+            print(f"error: give either a source or --model, not both (got {source!r} and --model {args.model!r})",
+                  file=sys.stderr)
+            return 2
+        source = f"{'run-greedy' if args.greedy else 'run'}:{args.model}"
+    elif source is None:
+        print("error: give a source (random, rule, prior, run:RUN_DIR, gan, ...) or --model RUN_DIR", file=sys.stderr)
+        return 2
+    elif args.greedy:
+        print("error: --greedy goes with --model RUN_DIR (or use the source run-greedy:RUN_DIR)", file=sys.stderr)
+        return 2
     try:
         records = compose(
-            args.source, args.pieces, args.out, env_id=args.env, key=args.key, progression=args.progression,
+            source, args.pieces, args.out, env_id=args.env, key=args.key, progression=args.progression,
             meter=args.meter, n_bars=args.bars, tempo=args.tempo, seed=args.seed, temperature=args.temperature,
             reward=args.reward, wav=args.wav, soundfont=args.soundfont, name=args.name,
         )
@@ -596,8 +609,11 @@ def add_commands(subparsers: Any) -> None:
         "compose", help="compose N pieces from a source; write MIDI, MusicXML, PNG, WAV and index.md",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("source", help="random, rule, or another registered source (prior, run:RUN_DIR, gan "
-                                  "once their modules exist); an unknown name lists the available ones")
+    p.add_argument("source", nargs="?", help="random, rule, or another registered source (prior, run:RUN_DIR, gan "
+                                             "once their modules exist); an unknown name lists the available ones")
+    p.add_argument("--model", metavar="RUN_DIR", help="play a trained run (a `musicenv train` directory), sampling "
+                                                      "its policy: the same as the source run:RUN_DIR")
+    p.add_argument("--greedy", action="store_true", help="with --model: always the policy's most likely token")
     p.add_argument("-n", "--pieces", type=int, default=4, help="number of pieces (default: 4)")
     p.add_argument("--out", default="out/compose", help="output folder, created if missing (default: out/compose)")
     p.add_argument("--env", default="MusicComposition-v0", help="environment id (default: MusicComposition-v0)")

@@ -408,3 +408,15 @@ def test_cli_compose_errors_are_clear(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
     assert main(["compose", "rule", "-n", "0", "--out", str(tmp_path / "y")]) == 2
     assert listing(tmp_path) == {"file"}
+
+
+def test_cli_compose_model_flag_needs_exactly_one_source(tmp_path, capsys):
+    assert main(["compose", "--out", str(tmp_path / "a")]) == 2
+    assert "give a source" in capsys.readouterr().err
+    assert main(["compose", "rule", "--model", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
+    assert "either a source or --model, not both" in capsys.readouterr().err
+    assert main(["compose", "rule", "--greedy", "--out", str(tmp_path / "c")]) == 2
+    assert "--greedy goes with --model" in capsys.readouterr().err
+    assert main(["compose", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "d")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()

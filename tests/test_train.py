@@ -253,6 +253,17 @@ def test_run_directories_are_a_compose_source(tmp_path):
         info.factory(other_env, argument=argument, temperature=1.0)
 
 
+def test_cli_compose_model_plays_a_run_like_the_run_source(tmp_path, capsys):
+    result = train(tiny_config(tmp_path, "ppo", eval_freq=0, checkpoint_freq=0, final_episodes=1))
+    for flags, source in ((["--model", str(result.run_dir)], f"run:{result.run_dir}"),
+                          (["--model", str(result.run_dir), "--greedy"], f"run-greedy:{result.run_dir}")):
+        a, b = tmp_path / f"a{len(flags)}", tmp_path / f"b{len(flags)}"
+        assert main(["compose", *flags, "-n", "1", "--bars", "1", "--no-wav", "--out", str(a), "--name", "x"]) == 0
+        assert main(["compose", source, "-n", "1", "--bars", "1", "--no-wav", "--out", str(b), "--name", "x"]) == 0
+        assert (a / "x_01.mid").read_bytes() == (b / "x_01.mid").read_bytes()
+    capsys.readouterr()
+
+
 def test_compose_plays_a_run_with_the_observation_settings_it_was_trained_with(tmp_path):
     compose = pytest.importorskip("musicenv.compose")
     result = train(tiny_config(tmp_path, "ppo", eval_freq=0, checkpoint_freq=0, final_episodes=1,
