@@ -91,7 +91,6 @@ updating the critic on the agent's own episodes (SeqGAN-style); see its docstrin
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
@@ -105,6 +104,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from agents.checkpoint import (
+    check_grid,
+    grid_from_metadata,
+    grid_metadata,
+    load_weights,
+    read_checkpoint,
+    write_checkpoint,
+)
 from musicenv.encoding import DEFAULT_GRID, FIRST_PITCH_TOKEN, HOLD, REST, TokenGrid
 from musicenv.theory import N_KEYS, N_QUALITIES, NO_CHORD, Meter
 from rewards.base import RewardSpecError, RewardTerm
@@ -536,12 +543,10 @@ class MelodyGAN(nn.Module):
         """Write a checkpoint (see module doc); ``metadata`` entries are merged into
         :attr:`metadata` first. Written atomically. Returns the path."""
         self.metadata.update(metadata)
-        path = Path(path)
         meta = {
             **self.metadata,
             "config": self.config.to_dict(),
-            "grid": {"min_pitch": self.grid.min_pitch, "max_pitch": self.grid.max_pitch,
-                     "steps_per_quarter": self.grid.steps_per_quarter},
+            "grid": grid_metadata(self.grid),
             "seq_len": self.config.seq_len,
             "steps_per_bar": self.config.steps_per_bar,
             "representation": "pitch one-hot (0 = REST, i = min_pitch + i - 1) + onset flag per step",
@@ -553,18 +558,8 @@ class MelodyGAN(nn.Module):
             reference = {"tokens": torch.from_numpy(ref.tokens.astype(np.int8)),
                          "keys": torch.from_numpy(ref.keys.astype(np.int8)),
                          "chords": torch.from_numpy(ref.chords.astype(np.int16))}
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "metadata": json.dumps(meta, sort_keys=True),
-            "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
-            "reference": reference,
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-        return path
+        return write_checkpoint(path, fmt=CHECKPOINT_FORMAT, version=FORMAT_VERSION, metadata=meta, model=self,
+                                reference=reference)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, grid: TokenGrid | None = None) -> MelodyGAN:
@@ -577,40 +572,19 @@ class MelodyGAN(nn.Module):
                 its grid differs from ``grid``.
         """
         path = DEFAULT_GAN if path is None else Path(path).expanduser()
-        if not path.is_file():
-            hint = " (the shipped GAN is missing: reinstall musicenv or run `musicenv train-gan`)" \
-                if path == DEFAULT_GAN else ""
-            raise CheckpointError(f"GAN checkpoint {path} does not exist{hint}")
+        hint = " (the shipped GAN is missing: reinstall musicenv or run `musicenv train-gan`)" \
+            if path == DEFAULT_GAN else ""
+        payload, meta = read_checkpoint(path, fmt=CHECKPOINT_FORMAT, version=FORMAT_VERSION, what="GAN",
+                                        error=CheckpointError, extra_keys=("reference",), missing_hint=hint)
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many types for damaged files; all mean "corrupt"
-            raise CheckpointError(f"GAN checkpoint {path} is corrupt or not a torch checkpoint "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
-        if not isinstance(payload, dict):
-            raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a GAN checkpoint dict")
-        missing = [k for k in ("format", "format_version", "metadata", "state_dict", "reference") if k not in payload]
-        if missing:
-            raise CheckpointError(f"GAN checkpoint {path} lacks the key(s) {missing}")
-        if payload["format"] != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path} is a {payload['format']!r} file, not a {CHECKPOINT_FORMAT!r} checkpoint")
-        if payload["format_version"] != FORMAT_VERSION:
-            raise CheckpointError(f"GAN checkpoint {path} has format version {payload['format_version']!r}; "
-                                  f"this musicenv reads version {FORMAT_VERSION}")
-        try:
-            meta = json.loads(payload["metadata"])
-            g = meta["grid"]
-            ck_grid = TokenGrid(int(g["min_pitch"]), int(g["max_pitch"]), int(g["steps_per_quarter"]))
+            ck_grid = grid_from_metadata(meta)
             config = GANConfig.from_dict(meta["config"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"GAN checkpoint {path}: bad metadata, grid or config ({e})") from e
         if config.n_pitches != ck_grid.n_pitches:
             raise CheckpointError(f"GAN checkpoint {path}: config has {config.n_pitches} pitches, its grid "
                                   f"{ck_grid.n_pitches}")
-        if grid is not None and grid != ck_grid:
-            raise CheckpointError(
-                f"GAN checkpoint {path} was trained on pitches {ck_grid.min_pitch}..{ck_grid.max_pitch} at "
-                f"{ck_grid.steps_per_quarter} steps per quarter; asked for {grid.min_pitch}..{grid.max_pitch} "
-                f"at {grid.steps_per_quarter}")
+        check_grid(ck_grid, grid, path, "GAN", CheckpointError)
         ref = payload["reference"]
         reference = None
         if ref:
@@ -626,14 +600,7 @@ class MelodyGAN(nn.Module):
         model = cls(config, ck_grid, reference,
                     metadata={k: v for k, v in meta.items()
                               if k not in ("config", "grid", "seq_len", "steps_per_bar", "representation")})
-        state = payload["state_dict"]
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise CheckpointError(f"GAN checkpoint {path}: state_dict is not a dict of tensors")
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"GAN checkpoint {path}: weights do not fit its config ({e})") from e
-        model.eval()
+        load_weights(model, payload, path, "GAN", CheckpointError)
         return model
 
     def __repr__(self) -> str:

@@ -68,7 +68,6 @@ shipped prior (:data:`DEFAULT_PRIOR`, trained by the command in its metrics file
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -83,6 +82,14 @@ from numba import njit
 from torch import nn
 from torch.nn import functional as F
 
+from agents.checkpoint import (
+    check_grid,
+    grid_from_metadata,
+    grid_metadata,
+    load_weights,
+    read_checkpoint,
+    write_checkpoint,
+)
 from musicenv.encoding import DEFAULT_GRID, FIRST_PITCH_TOKEN, TokenGrid
 from musicenv.theory import N_CHORDS, N_KEYS, N_QUALITIES, NO_CHORD, Meter
 from rewards.base import RewardSpecError, RewardTerm
@@ -506,27 +513,15 @@ class NoteRNN(nn.Module):
         """Write a checkpoint (see module doc); ``metadata`` entries are merged into
         :attr:`metadata` first. Returns the path."""
         self.metadata.update(metadata)
-        path = Path(path)
         meta = {
             **self.metadata,
             "config": self.config.to_dict(),
-            "grid": {"min_pitch": self.grid.min_pitch, "max_pitch": self.grid.max_pitch,
-                     "steps_per_quarter": self.grid.steps_per_quarter},
+            "grid": grid_metadata(self.grid),
             "vocab_size": self.vocab_size,
             "begin_token": self.begin,
             "torch_version": torch.__version__,
         }
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "metadata": json.dumps(meta, sort_keys=True),
-            "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-        return path
+        return write_checkpoint(path, fmt=CHECKPOINT_FORMAT, version=FORMAT_VERSION, metadata=meta, model=self)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, *, grid: TokenGrid | None = None) -> NoteRNN:
@@ -539,57 +534,25 @@ class NoteRNN(nn.Module):
                 config, or its grid/vocabulary differs from ``grid``.
         """
         path = DEFAULT_PRIOR if path is None else Path(path).expanduser()
-        if not path.is_file():
-            hint = " (the shipped prior is missing: reinstall musicenv or run `musicenv pretrain`)" if path == DEFAULT_PRIOR else ""
-            raise CheckpointError(f"note-RNN checkpoint {path} does not exist{hint}")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            # torch raises many types for damaged files (UnpicklingError, RuntimeError from the zip
-            # reader, EOFError, zipfile.BadZipFile...): all mean the same thing to the user.
-            raise CheckpointError(f"note-RNN checkpoint {path} is corrupt or not a torch checkpoint "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
-        if not isinstance(payload, dict):
-            raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a note-RNN checkpoint dict")
-        missing = [k for k in ("format", "format_version", "metadata", "state_dict") if k not in payload]
-        if missing:
-            raise CheckpointError(f"note-RNN checkpoint {path} lacks the key(s) {missing}")
-        if payload["format"] != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path} is a {payload['format']!r} file, not a {CHECKPOINT_FORMAT!r} checkpoint")
-        if payload["format_version"] != FORMAT_VERSION:
-            raise CheckpointError(f"note-RNN checkpoint {path} has format version {payload['format_version']!r}; "
-                                  f"this musicenv reads version {FORMAT_VERSION}")
-        try:
-            meta = json.loads(payload["metadata"])
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"note-RNN checkpoint {path}: metadata is not valid JSON ({e})") from e
+        hint = " (the shipped prior is missing: reinstall musicenv or run `musicenv pretrain`)" \
+            if path == DEFAULT_PRIOR else ""
+        payload, meta = read_checkpoint(path, fmt=CHECKPOINT_FORMAT, version=FORMAT_VERSION, what="note-RNN",
+                                        error=CheckpointError, missing_hint=hint)
         for key in ("config", "grid", "vocab_size"):
             if key not in meta:
                 raise CheckpointError(f"note-RNN checkpoint {path}: metadata lacks {key!r}")
         try:
-            g = meta["grid"]
-            ck_grid = TokenGrid(int(g["min_pitch"]), int(g["max_pitch"]), int(g["steps_per_quarter"]))
+            ck_grid = grid_from_metadata(meta)
             config = NoteRNNConfig.from_dict(meta["config"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"note-RNN checkpoint {path}: bad grid or config in metadata ({e})") from e
         if meta["vocab_size"] != ck_grid.vocab_size or config.vocab_size != ck_grid.vocab_size:
             raise CheckpointError(f"note-RNN checkpoint {path}: vocabulary size {meta['vocab_size']} / config "
                                   f"{config.vocab_size} does not match its grid's {ck_grid.vocab_size} tokens")
-        if grid is not None and grid != ck_grid:
-            raise CheckpointError(
-                f"note-RNN checkpoint {path} was trained on pitches {ck_grid.min_pitch}..{ck_grid.max_pitch} at "
-                f"{ck_grid.steps_per_quarter} steps per quarter ({ck_grid.vocab_size} tokens); asked for "
-                f"{grid.min_pitch}..{grid.max_pitch} at {grid.steps_per_quarter} ({grid.vocab_size} tokens)")
+        check_grid(ck_grid, grid, path, "note-RNN", CheckpointError)
         model = cls(config, ck_grid, metadata={k: v for k, v in meta.items()
                                                if k not in ("config", "grid", "vocab_size", "begin_token")})
-        state = payload["state_dict"]
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise CheckpointError(f"note-RNN checkpoint {path}: state_dict is not a dict of tensors")
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"note-RNN checkpoint {path}: weights do not fit its config ({e})") from e
-        model.eval()
+        load_weights(model, payload, path, "note-RNN", CheckpointError)
         return model
 
     def __repr__(self) -> str:
