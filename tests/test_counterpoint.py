@@ -232,17 +232,12 @@ def test_observation_contents():
 def test_ppo_beats_random_on_counterpoint():
     from stable_baselines3 import PPO
 
+    from musicenv.baselines import run_episode
+
     def evaluate(policy, n=30):
         env = gym.make("Counterpoint-v0")
-        totals = []
-        for ep in range(n):
-            obs, _ = env.reset(seed=1000 + ep)
-            done, tot = False, 0.0
-            while not done:
-                obs, r, done, _, _ = env.step(policy(obs, env))
-                tot += r
-            totals.append(tot)
-        return float(np.mean(totals))
+        return float(np.mean([run_episode(env, lambda o: policy(o, env), seed=1000 + ep)[1]["total"]
+                              for ep in range(n)]))
 
     from stable_baselines3.common.env_util import make_vec_env
 

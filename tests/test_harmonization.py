@@ -138,17 +138,12 @@ def test_ppo_beats_random_on_harmonization():
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
+    from musicenv.baselines import run_episode
+
     def evaluate(policy, n=40):
         env = gym.make("Harmonization-v0")
-        totals = []
-        for ep in range(n):
-            obs, _ = env.reset(seed=1000 + ep)
-            done, tot = False, 0.0
-            while not done:
-                obs, r, done, _, _ = env.step(policy(obs, env))
-                tot += r
-            totals.append(tot)
-        return float(np.mean(totals))
+        return float(np.mean([run_episode(env, lambda o: policy(o, env), seed=1000 + ep)[1]["total"]
+                              for ep in range(n)]))
 
     model = PPO("MultiInputPolicy", make_vec_env("Harmonization-v0", n_envs=8, seed=0), seed=0, n_steps=128,
                 batch_size=256, verbose=0)
