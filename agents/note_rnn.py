@@ -1054,18 +1054,13 @@ class PriorLogLikelihood(RewardTerm):
         if not isinstance(ck, (str, os.PathLike)) or ck == "":
             raise RewardSpecError(f"prior_log_likelihood: checkpoint must be 'default', 'small' or a path, got {ck!r}")
 
-    def _path(self) -> Path:
-        ck = self.params["checkpoint"]
-        return prior_path(ck)
-
     @property
     def model(self) -> NoteRNN:
-        if getattr(self, "_model", None) is None:
-            try:
-                self._model = _load_frozen(self._path())
-            except CheckpointError as e:
-                raise RewardSpecError(f"prior_log_likelihood: {e}") from e
-        return self._model
+        """The frozen prior (one shared copy per checkpoint file, see :func:`load_prior`)."""
+        try:
+            return load_prior(self.params["checkpoint"])
+        except CheckpointError as e:
+            raise RewardSpecError(f"prior_log_likelihood: {e}") from e
 
     def bind(self, batch) -> None:
         try:
@@ -1081,11 +1076,6 @@ class PriorLogLikelihood(RewardTerm):
         values = tracker.logp.gather(1, torch.from_numpy(np.ascontiguousarray(actions, dtype=np.int64))[:, None])
         tracker.advance(batch, actions, active)
         return values[:, 0].double().numpy()
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("_model", None)
-        return state
 
 
 # ---------------------------------------------------------------------------- compose source
