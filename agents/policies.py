@@ -69,7 +69,7 @@ from stable_baselines3.dqn.policies import MultiInputPolicy as DQNMultiInputPoli
 from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
-from agents.note_rnn import NoteRNN
+from agents.note_rnn import NoteRNN, prior_path
 
 __all__ = [
     "PRIOR_SOURCES",
@@ -107,7 +107,7 @@ class NoteRNNExtractor(BaseFeaturesExtractor):
     Args:
         observation_space: a Dict with ``history`` (and usually ``progress``, used to
             tell a full window at the end of a piece from a truncated one).
-        checkpoint: note-RNN checkpoint to copy: ``"default"`` (the shipped prior) or a
+        checkpoint: note-RNN checkpoint to copy: ``"default"`` (the shipped prior), ``"small"`` or a
             path written by :meth:`NoteRNN.save`. Each extractor loads its own copy, so
             training never touches the frozen prior the env and reward terms share.
         freeze: keep the RNN's weights fixed (no gradient, run without autograd).
@@ -124,7 +124,7 @@ class NoteRNNExtractor(BaseFeaturesExtractor):
             keys = list(observation_space.spaces) if isinstance(observation_space, spaces.Dict) else None
             raise ValueError(f"NoteRNNExtractor reads the token history from a Dict observation with a 'history' "
                              f"block (H, V + 1); got {observation_space!r} (keys: {keys})")
-        rnn = NoteRNN.load(None if checkpoint == "default" else checkpoint)
+        rnn = NoteRNN.load(prior_path(checkpoint))
         history = observation_space.spaces["history"]
         V = rnn.vocab_size
         if len(history.shape) != 2 or history.shape[1] != V + 1:
