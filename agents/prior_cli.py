@@ -198,9 +198,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- evaluate-prior
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     _setup_torch(args.threads)
-    from agents.note_rnn import NoteRNN
+    from agents.note_rnn import NoteRNN, prior_path
 
-    model = NoteRNN.load(None if args.checkpoint == "default" else args.checkpoint)
+    model = NoteRNN.load(prior_path(args.checkpoint))
     name = args.corpus or model.metadata.get("corpus", {}).get("name")
     if not name:
         raise ValueError("the checkpoint does not record its corpus; give --corpus")
@@ -230,11 +230,11 @@ _FINETUNE_OPTIONS = ["checkpoint", "corpus", "out", "batch-size", "lr", "scratch
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     torch = _setup_torch(args.threads)
-    from agents.note_rnn import NoteRNN, train
+    from agents.note_rnn import NoteRNN, prior_path, train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prior = NoteRNN.load(None if args.checkpoint == "default" else args.checkpoint)
+    prior = NoteRNN.load(prior_path(args.checkpoint))
     source = prior.metadata.get("corpus", {}).get("name", "prior")
     data, splits = _splits(args.corpus, args.split_seed)
     if data.grid != prior.grid:
@@ -329,7 +329,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_pretrain)
 
     p = subparsers.add_parser("evaluate-prior", help="NLL table of a prior and the n-gram baselines on a test split")
-    p.add_argument("--checkpoint", default="default", help="checkpoint path, or 'default' for the shipped prior")
+    p.add_argument("--checkpoint", default="default", help="checkpoint path, or 'default' / 'small' for a shipped prior")
     p.add_argument("--corpus", default=None, help="corpus (default: the one the checkpoint was trained on)")
     p.add_argument("--split-seed", type=int, default=None, help="split seed (default: the checkpoint's)")
     p.add_argument("--json", default=None, help="also write the table to this JSON file")
@@ -337,7 +337,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
     p = subparsers.add_parser("finetune-prior", help="transfer: fine-tune a prior on another corpus vs. training from scratch")
-    p.add_argument("--checkpoint", default="default", help="prior to start from ('default': the shipped Bach prior)")
+    p.add_argument("--checkpoint", default="default", help="prior to start from ('default' / 'small': a shipped Bach prior)")
     p.add_argument("--corpus", default="essen", help="target corpus (default: essen)")
     p.add_argument("--out", default="runs/transfer", help="output directory (default: runs/transfer)")
     p.add_argument("--scratch-lr", type=float, default=3e-3, help="peak learning rate from scratch (default: 3e-3)")
