@@ -278,7 +278,7 @@ def test_flatten_observation():
     env = gym.wrappers.FlattenObservation(gym.make("MusicComposition-v0"))
     obs, _ = env.reset(seed=0)
     assert obs.ndim == 1 and obs.dtype == np.float32 and env.observation_space.contains(obs)
-    assert obs.shape[0] == 16 * 39 + 12 + 16 + 1 + 48 + 24 + 1
+    assert obs.shape[0] == 8 * 39 + 12 + 16 + 1 + 48 + 24 + 1  # default history_length 8
 
 
 def test_import_musicenv_is_light():

@@ -248,7 +248,7 @@ def test_run_directories_are_a_compose_source(tmp_path):
     a = run_episode(env, make_policy(11), seed=11)[0].tokens
     b = run_episode(env, make_policy(11), seed=11)[0].tokens
     assert np.array_equal(a, b)
-    other_env = make_env(TrainConfig(env_kwargs={"history_length": 8}))
+    other_env = make_env(TrainConfig(env_kwargs={"history_length": 16}))
     with pytest.raises(RunStateError, match="observation or action space differs"):
         info.factory(other_env, argument=argument, temperature=1.0)
 

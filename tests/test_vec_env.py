@@ -191,7 +191,7 @@ def test_train_makes_batched_envs_by_default_and_dummy_or_subproc_on_request():
             assert isinstance(venv, VecMonitor) and isinstance(venv.venv, cls), name
             venv.seed(0)
             obs = venv.reset()
-            assert obs["history"].shape == (2, 16, 39)
+            assert obs["history"].shape == (2, 8, 39)
             _, rewards, _, infos = venv.step(np.array([14, 37]))  # D4, B5
             assert set(infos[0]["reward_terms"]) == {"in_key"} and rewards.shape == (2,)
         finally:

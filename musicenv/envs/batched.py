@@ -232,7 +232,7 @@ class BatchedComposer:
 
     def __init__(self, batch_size: int, *, reward: Any = "theory", key: Any = "random", progression: Any = None,
                  n_bars: int = 4, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
-                 max_pitch: int = 83, chords_per_bar: int = 1, tempo: float = 100.0, history_length: int = 16,
+                 max_pitch: int = 83, chords_per_bar: int = 1, tempo: float = 100.0, history_length: int = 8,
                  constraint: str | None = None, observe_prior: bool | str | os.PathLike = False) -> None:
         import rewards
 

@@ -41,7 +41,7 @@ class MusicCompositionEnv(SingleComposerEnv):
 
     | Key             | Shape                 | Meaning                                                   |
     |-----------------|-----------------------|-----------------------------------------------------------|
-    | `history`       | (H, V + 1)            | one-hot of the last H tokens (default H = 16); column V marks padding before the start (BEGIN) |
+    | `history`       | (H, V + 1)            | one-hot of the last H tokens (default H = 8); column V marks padding before the start (BEGIN) |
     | `pitch_class`   | (12,)                 | one-hot pitch class of the latest note (zeros before the first) |
     | `position`      | (steps_per_bar,)      | one-hot position of the next step in its bar              |
     | `note_duration` | (1,)                  | steps since the current note or rest began / (2 bars), capped at 1 |
@@ -74,7 +74,7 @@ class MusicCompositionEnv(SingleComposerEnv):
     ```python
     gym.make("MusicComposition-v0", reward="theory", key="random", progression=None,
              n_bars=4, meter="4/4", steps_per_quarter=4, min_pitch=48, max_pitch=83,
-             chords_per_bar=1, tempo=100, history_length=16, constraint=None,
+             chords_per_bar=1, tempo=100, history_length=8, constraint=None,
              observe_prior=False, render_mode=None)
     ```
 
@@ -89,7 +89,12 @@ class MusicCompositionEnv(SingleComposerEnv):
     * `min_pitch`, `max_pitch`: MIDI range of NOTE_ON actions, inclusive.
     * `chords_per_bar`: harmonic rhythm (a divisor of the steps in a bar).
     * `tempo`: quarter notes per minute, for export only.
-    * `history_length`: how many past tokens the `history` block shows.
+    * `history_length`: how many past tokens the `history` block shows (default 8, half a
+      bar of 4/4). Every entry widens the first layer of an MLP policy by V + 1 inputs:
+      with 8, SB3's PPO trains at ≈ 0.82x its CartPole-v1 speed, with 16 at ≈ 0.78x,
+      and PPO with the `theory` reward reached the same score at 100k steps with 8 as
+      with 16 (README, Training). Recurrent policies and
+      `agents.policies.NoteRNNExtractor` (which needs the whole piece: 64) see further.
     * `constraint`: `None`, or `"in_key"` to mask out-of-key pitches in `action_masks()`.
     * `observe_prior`: `False`, `True` / `"default"` (the shipped Bach note-RNN),
       `"small"` (its 1 x 64 sibling, same NLL, cheaper) or a note-RNN checkpoint path: adds the observation block `prior`, (V,) float32 in
