@@ -55,7 +55,8 @@ def test_quick_run_records_rates_load_and_versions(quick_report):
     for key in ("single_steps_per_s", "cartpole_steps_per_s", "vector_steps_per_s", "cartpole_vector_steps_per_s",
                 "n_bars_4_us_per_step", "n_bars_64_us_per_step", "import_musicenv_s", "import_gymnasium_s"):
         assert _positive(raw[key]), (key, raw.get(key))
-    assert _positive(raw["ppo_dummy_vs_cartpole"]) and _positive(raw["ppo_sb3_defaults_vs_cartpole"])
+    assert _positive(raw["ppo_dummy_vs_cartpole"]) and _positive(raw["ppo_shipped_vs_cartpole"])
+    assert set(raw["ppo_sb3_defaults_runs"]) == {"cartpole", "music"}
     if quick_report["prior_reward_ratio_256"] is not None:  # the small prior is measured beside the default
         assert _positive(raw["prior_small_ratio_256"]) and _positive(raw["prior_small_env_steps_per_s"])
     for run in ("cartpole", "music", "music_dummy"):  # PPO: rate and where the time went, per run
