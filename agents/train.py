@@ -1073,10 +1073,35 @@ def _run_source(deterministic: bool) -> Callable[..., Callable[[int], ModelPolic
             raise RunStateError(f"run {argument!r} was trained on {cfg.env_id}, not {env_id}; pass --env {cfg.env_id}")
         if env.observation_space != model.observation_space or env.action_space != model.action_space:
             raise RunStateError(f"run {argument!r} was trained with env_kwargs {cfg.env_kwargs}, whose observation or "
-                                "action space differs from this env's; compose with the same settings")
+                                f"action space differs from this env's ({_space_difference(model, env)}); compose "
+                                "with the same settings")
         return lambda seed: ModelPolicy(model, env, deterministic=deterministic, seed=seed)
 
     return factory
+
+
+def _space_difference(model: BaseAlgorithm, env: gym.Env) -> str:
+    """What differs between a model's spaces and an env's, with the env keyword that
+    sets it where one does (a run trained before a default changed records no value)."""
+    from gymnasium import spaces
+
+    if env.action_space != model.action_space:
+        return f"actions: the run's {model.action_space}, this env's {env.action_space}"
+    ours, theirs = model.observation_space, env.observation_space
+    if not (isinstance(ours, spaces.Dict) and isinstance(theirs, spaces.Dict)):
+        return f"observations: the run's {ours}, this env's {theirs}"
+    parts = []
+    for key in sorted(set(ours.spaces) | set(theirs.spaces)):
+        a, b = ours.spaces.get(key), theirs.spaces.get(key)
+        if a == b:
+            continue
+        if a is None or b is None:
+            parts.append(f"block {key!r} only in {'this env' if a is None else 'the run'}"
+                         + (" (observe_prior)" if key == "prior" else ""))
+            continue
+        hint = f"; history_length={a.shape[0]}" if key == "history" and a.shape[1:] == b.shape[1:] else ""
+        parts.append(f"block {key!r}: the run's shape {a.shape}, this env's {b.shape}{hint}")
+    return ", ".join(parts)
 
 
 #: Env settings that shape the observation: a run is composed with the values it was trained with.

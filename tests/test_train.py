@@ -249,7 +249,8 @@ def test_run_directories_are_a_compose_source(tmp_path):
     b = run_episode(env, make_policy(11), seed=11)[0].tokens
     assert np.array_equal(a, b)
     other_env = make_env(TrainConfig(env_kwargs={"history_length": 16}))
-    with pytest.raises(RunStateError, match="observation or action space differs"):
+    with pytest.raises(RunStateError, match=r"space differs .*'history': the run's shape \(8, 39\), this env's "
+                                            r"\(16, 39\); history_length=8\)"):
         info.factory(other_env, argument=argument, temperature=1.0)
 
 
@@ -436,3 +437,23 @@ def test_cli_trains_and_prints_the_comparison_with_the_random_policy(tmp_path, c
     first = json.loads((out / "final_metrics.json").read_text())
     again = json.loads((tmp_path / "rerun" / "final_metrics.json").read_text())
     assert first["greedy"]["reward_mean"] == again["greedy"]["reward_mean"], "a run reruns from its config"
+
+
+def test_space_difference_names_the_block_and_the_keyword_that_sets_it():
+    from types import SimpleNamespace
+
+    from gymnasium import spaces
+
+    from agents.train import _space_difference
+
+    def box(*shape):
+        return spaces.Box(0.0, 1.0, shape, dtype=np.float32)
+
+    run = SimpleNamespace(observation_space=spaces.Dict({"history": box(16, 39), "key": box(24)}),
+                          action_space=spaces.Discrete(38))
+    env = SimpleNamespace(observation_space=spaces.Dict({"history": box(8, 39), "key": box(24), "prior": box(38)}),
+                          action_space=spaces.Discrete(38))
+    assert _space_difference(run, env) == ("block 'history': the run's shape (16, 39), this env's (8, 39); "
+                                           "history_length=16, block 'prior' only in this env (observe_prior)")
+    env.action_space = spaces.Discrete(40)
+    assert _space_difference(run, env) == "actions: the run's Discrete(38), this env's Discrete(40)"
