@@ -79,6 +79,14 @@ def _resolve_keys(key: Any) -> tuple[int, ...]:
     return (parse_key(key),)
 
 
+def check_reset_options(options: dict, accepted: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming the keys of ``options`` outside ``accepted`` and the
+    accepted ones (every env's ``reset(options=...)`` check)."""
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {unknown}; accepted: {', '.join(map(repr, accepted))}")
+
+
 class ContextSampler:
     """Draws (key, chord track) per episode from the env's ``np_random``.
 
@@ -119,9 +127,7 @@ class ContextSampler:
 
     def from_options(self, options: dict, rng: np.random.Generator, n: int
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        unknown = sorted(set(options) - {"key", "progression"})
-        if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown}; accepted: 'key', 'progression'")
+        check_reset_options(options, ("key", "progression"))
         keys, tracks, next_tracks = self.draw(rng, n)
         if options.get("key") is not None:
             keys = np.full(n, parse_key(options["key"]), dtype=np.int64)

@@ -25,7 +25,13 @@ from musicenv.core import (
     commit_kernel,
 )
 from musicenv.encoding import FIRST_PITCH_TOKEN, HOLD, TokenGrid
-from musicenv.envs.batched import ActionError, BatchedComposer, SingleComposerEnv, VectorComposerEnv
+from musicenv.envs.batched import (
+    ActionError,
+    BatchedComposer,
+    SingleComposerEnv,
+    VectorComposerEnv,
+    check_reset_options,
+)
 from musicenv.theory import Key, Meter, MusicTheoryError, parse_pitch_class
 
 __all__ = ["CounterpointEnv", "CounterpointVectorEnv", "CounterpointComposer", "CounterpointComposition",
@@ -385,9 +391,7 @@ class CounterpointComposer(BatchedComposer):
     def reset(self, mask: np.ndarray, rng: np.random.Generator, options: dict | None) -> None:
         ctx = dict(self.defaults)
         if options:
-            unknown = sorted(set(options) - {"key", "cantus"})
-            if unknown:
-                raise ValueError(f"unknown reset option(s) {unknown}; accepted: 'key', 'cantus'")
+            check_reset_options(options, ("key", "cantus"))
             ctx.update({k: v for k, v in options.items() if v is not None})
             self._check_context(ctx)
         idx = np.flatnonzero(mask)

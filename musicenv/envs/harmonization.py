@@ -28,6 +28,7 @@ from musicenv.envs.batched import (
     BatchedComposer,
     SingleComposerEnv,
     VectorComposerEnv,
+    check_reset_options,
 )
 from musicenv.theory import (
     N_CHORDS,
@@ -242,9 +243,7 @@ class HarmonizationComposer(BatchedComposer):
     def reset(self, mask: np.ndarray, rng: np.random.Generator, options: dict | None) -> None:
         ctx = dict(self.defaults)
         if options:
-            unknown = sorted(set(options) - {"key", "melody"})
-            if unknown:
-                raise ValueError(f"unknown reset option(s) {unknown}; accepted: 'key', 'melody'")
+            check_reset_options(options, ("key", "melody"))
             ctx.update({k: v for k, v in options.items() if v is not None})
         idx = np.flatnonzero(mask)
         voice = np.full((len(idx), self.capacity), -1, dtype=np.int64)
