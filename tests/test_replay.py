@@ -58,6 +58,7 @@ CASES: dict[str, list[tuple[str, dict[str, Any], dict[str, Any] | None, int]]] =
         ("default", {"reward": _HA_REWARD}, None, 40),
         ("user_melody", {"reward": _HA_REWARD, "melody": "G4 A4 B4 r D5 C5 B4 A4 G4", "key": "G major",
                          "n_bars": None}, None, 20),
+        ("transposed", {"reward": _HA_REWARD, "n_bars": 2}, {"melody": "bach/bwv347", "key": "Bb major"}, 12),
     ],
 }
 SEEDS = (3, 11)
