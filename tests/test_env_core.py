@@ -86,6 +86,12 @@ def test_driver_is_abstract_and_names_its_hooks():
     with pytest.raises(TypeError, match="draw_context.*observ|observ.*draw_context"):
         BatchedComposer(CompositionBatch(1, 4, TokenGrid(), Meter.parse("4/4")), reward="in_key", tempo=100)
 
+    class NoTask(SingleComposerEnv):
+        pass
+
+    with pytest.raises(TypeError, match="NoTask must set core_class"):
+        NoTask()
+
 
 def test_a_task_from_the_three_hooks_is_a_full_env():
     env = DroneEnv()
