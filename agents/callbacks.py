@@ -30,6 +30,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from musicenv.baselines import run_episode
 from musicenv.files import write_atomically
+from musicenv.progress import ProgressPrinter
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -100,40 +101,6 @@ def evaluate_per_piece(env: gym.Env, make_policy: Callable[[int], Callable[[Any]
     }
 
 
-class ProgressPrinter:
-    """Progress as plain lines, for logs and pipes (where a progress bar is noise).
-
-    ``advance(n)`` / ``update(done)`` print ``label: done/total (pct%), elapsed`` when
-    at least ``every_s`` seconds or ``every_frac`` of the total have passed since the
-    last line, and always at the end; :meth:`note` prints a line of its own.
-    """
-
-    def __init__(self, label: str, total: int, *, unit: str = "", stream: Any = None, every_s: float = 10.0,
-                 every_frac: float = 0.05) -> None:
-        import sys
-
-        self.label, self.total, self.unit = label, max(1, int(total)), f" {unit}" if unit else ""
-        self.stream = stream if stream is not None else sys.stdout
-        self.every_s, self.step = every_s, max(1, int(math.ceil(self.total * every_frac)))
-        self.done, self._t0 = 0, time.monotonic()
-        self._last_t, self._last_done = self._t0, 0
-
-    def advance(self, n: int = 1) -> None:
-        self.update(self.done + n)
-
-    def update(self, done: int) -> None:
-        self.done = int(done)
-        now = time.monotonic()
-        if (self.done >= self.total or self.done - self._last_done >= self.step
-                or now - self._last_t >= self.every_s):
-            self._last_t, self._last_done = now, self.done
-            pct = 100.0 * min(self.done, self.total) / self.total
-            self.note(f"{self.done}/{self.total}{self.unit} ({pct:.0f}%)")
-
-    def note(self, text: str) -> None:
-        print(f"{self.label}: {text}, {time.monotonic() - self._t0:.0f} s", file=self.stream, flush=True)
-
-
 class ProgressLines(BaseCallback):
     """Training progress as :class:`ProgressPrinter` lines (timesteps out of ``total``;
     a line at least every 10 s or 5 %), for runs whose output is not a terminal."""
@@ -149,10 +116,7 @@ class ProgressLines(BaseCallback):
 
     def _on_step(self) -> bool:
         if self.printer is not None:
-            now = time.monotonic()
-            # cheap test first: a line is due only every 10 s or 5 % anyway
-            if now - self.printer._last_t >= self.printer.every_s or \
-                    self.num_timesteps - self.printer._last_done >= self.printer.step:
+            if self.printer.due(self.num_timesteps):  # cheap test first: this runs every env step
                 self.printer.update(self.num_timesteps)
         return True
 
@@ -177,9 +141,14 @@ class LearningCurve:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
         if self.path.exists():
-            with open(self.path, newline="", encoding="utf-8") as f:
-                self.rows = [row for row in csv.DictReader(f)
-                             if keep_until is None or int(float(row["timesteps"])) <= keep_until]
+            try:
+                with open(self.path, newline="", encoding="utf-8") as f:
+                    self.rows = [row for row in csv.DictReader(f)
+                                 if keep_until is None or int(float(row["timesteps"])) <= keep_until]
+            except (ValueError, KeyError, TypeError, csv.Error) as e:  # incl. UnicodeDecodeError
+                raise ValueError(f"cannot continue the learning curve {str(self.path)!r}: it is not a "
+                                 f"learning_curve.csv written by musicenv ({type(e).__name__}: {e}); move it away "
+                                 "to start a new one") from e
 
     def append(self, timesteps: int, mode: str, result: Mapping[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {"timesteps": int(timesteps), "time": round(time.time(), 3), "mode": mode,

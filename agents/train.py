@@ -142,6 +142,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from musicenv.files import write_text as _write_text
+
 if TYPE_CHECKING:
     import gymnasium as gym
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -346,7 +348,7 @@ def _read_yaml(path: Path) -> Any:
             return yaml.safe_load(f)
     except OSError as e:
         raise TrainConfigError(f"cannot read {str(path)!r}: {e}") from e
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise TrainConfigError(f"{str(path)!r} is not valid YAML: {e}") from e
 
 
@@ -825,12 +827,6 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _write_text(path: Path, text: str) -> None:
-    from musicenv.render import write_atomically
-
-    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), what=path.name)
-
-
 def json_safe(data: Any) -> Any:
     """NaN (an undefined statistic) becomes null, so the file is standard JSON."""
     if isinstance(data, float) and not math.isfinite(data):
@@ -848,10 +844,14 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of a run directory; :class:`RunStateError` if it is not one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunStateError(f"cannot read {str(path)!r}: {e}") from e
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RunStateError(f"cannot read {str(path)!r}: not a JSON file ({type(e).__name__}: {e})") from e
+    if not isinstance(data, dict):
+        raise RunStateError(f"cannot read {str(path)!r}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _default_out(cfg: TrainConfig) -> Path:

@@ -442,15 +442,15 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
     else:
         wav_note = "no WAV files: not requested"
     kinds = [k for k in PIECE_FILES if k != "wav" or wav_note is None]
-    old = existing_pieces(out)
-    if old and not overwrite:
-        raise ExistingPiecesError(f"output folder {str(out)!r} already holds {len(old)} piece file(s) (e.g. "
-                                  f"{old[0].name}); choose another --out, or pass --overwrite to replace them all")
     if out.is_dir():  # a new folder has no files yet to check
         for stem in stems:
             for kind in kinds:
                 _target(out, stem + PIECE_FILES[kind])
         _target(out, INDEX_NAME)
+    old = existing_pieces(out)
+    if old and not overwrite:
+        raise ExistingPiecesError(f"output folder {str(out)!r} already holds {len(old)} piece file(s) (e.g. "
+                                  f"{old[0].name}); choose another --out, or pass --overwrite to replace them all")
 
     settings = dict(info.env_kwargs(argument)) if info.env_kwargs is not None else {}
     settings.update({k: v for k, v in dict(reward=reward, key=key, progression=progression, meter=meter,
@@ -501,16 +501,15 @@ def _compose_pieces(env: gym.Env, make_policy: PolicyMaker, info: SourceInfo, ar
                     out: pathlib.Path, stems: list[str], seed: int, kinds: list[str],
                     soundfont: str | os.PathLike | None, metrics_module: Any | None,
                     show_progress: bool) -> list[PieceRecord]:
-    from tqdm import tqdm
-
     from musicenv.audio import to_wav
     from musicenv.baselines import run_episode
+    from musicenv.progress import progress_bar
     from musicenv.render import save_png
 
     label = info.name if argument is None else f"{info.name} {pathlib.Path(argument).name or argument}"
     records: list[PieceRecord] = []
-    for i, stem in enumerate(tqdm(stems, desc=f"composing ({info.name})", unit="piece", disable=not show_progress),
-                             start=1):
+    bar = progress_bar(len(stems), desc=f"composing ({info.name})", unit="piece", disable=not show_progress)
+    for i, stem in enumerate(stems, start=1):
         piece_seed = int(seed) + i - 1
         comp, totals = run_episode(env, make_policy(piece_seed), seed=piece_seed)
         comp.title = f"{label} #{i} ({comp.key.name}, {comp.meter})"
@@ -523,6 +522,8 @@ def _compose_pieces(env: gym.Env, make_policy: PolicyMaker, info: SourceInfo, ar
         metrics = _piece_metrics(metrics_module, comp) if metrics_module is not None else {}
         records.append(PieceRecord(i, stem, piece_seed, comp, {k: float(v) for k, v in totals.items()},
                                    metrics, paths))
+        bar.update(1)
+    bar.close()
     return records
 
 

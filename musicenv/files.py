@@ -23,7 +23,7 @@ import re
 import secrets
 from collections.abc import Callable
 
-__all__ = ["OutputPathError", "ShippedFileError", "write_atomically", "check_writable", "check_out_dir",
+__all__ = ["OutputPathError", "ShippedFileError", "write_atomically", "write_text", "check_file_target", "check_writable", "check_out_dir",
            "check_plain_name", "check_not_shipped", "is_shipped", "PACKAGE_ROOTS"]
 
 
@@ -134,6 +134,12 @@ def write_atomically(path: str | os.PathLike, write: Callable[[pathlib.Path], ob
             tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def write_text(path: str | os.PathLike, text: str, *, what: str | None = None) -> pathlib.Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_atomically`)."""
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                            what=what or pathlib.Path(path).name)
 
 
 def check_plain_name(name: object, what: str = "name") -> str:

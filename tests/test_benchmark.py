@@ -142,7 +142,7 @@ def test_smoke_benchmark_killed_mid_run_resumes_with_nothing_lost(tmp_path):
     dirs = run_dirs(out)
     assert [d.name for d in dirs] == ["seed0", "seed1"] * 4  # no duplicates, no temporaries left
     for d in dirs:
-        for name in (EVAL_FILE, RUN_INFO_FILE, "final_metrics.json", "learning_curve.csv", "model.zip",
+        for name in (EVAL_FILE, RUN_INFO_FILE, "final_metrics.json", "learning_curve.csv", "agent.pt", "model.zip",
                      "sample.mid", "sample.png", "sample.json"):
             assert (d / name).is_file(), (d, name)
     for d, info in finished.items():  # finished runs were skipped, not redone
