@@ -229,7 +229,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("checkpoint", nargs="?", default=None, help="checkpoint (default: the shipped GAN)")
     p.add_argument("--corpus", default=None, help="corpus (default: the checkpoint's)")
     p.add_argument("--n", type=_positive_int, default=200, help="samples per set (default: 200)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples evaluated (default: 0)")
     p.add_argument("--json", help="also write the results as JSON here")
     p.add_argument("--png", metavar="DIR", help="write sample piano rolls to DIR")
     p.add_argument("--pictures", type=_positive_int, default=4, help="piano rolls with --png (default: 4)")

@@ -455,7 +455,11 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
     settings = dict(info.env_kwargs(argument)) if info.env_kwargs is not None else {}
     settings.update({k: v for k, v in dict(reward=reward, key=key, progression=progression, meter=meter,
                                            n_bars=n_bars, tempo=tempo).items() if v is not None})
-    env = _make_env(env_id, **settings)
+    try:
+        env = _make_env(env_id, **settings)
+    except TypeError as e:  # a keyword this env does not take
+        given = f"the settings of {source!r} and the options given" if info.env_kwargs is not None else "the options"
+        raise ValueError(f"{env_id} rejects {given} ({', '.join(sorted(settings))}): {e}") from e
     try:
         make_policy = info.factory(env, argument=argument, temperature=float(temperature))
         metrics_module, metrics_note = _metrics_module()

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -132,7 +133,7 @@ def cli_cases(tmp: Path, runs: dict[str, Path]) -> list[tuple[str, list[str], st
         ("compose-old-zip", ["compose", f"run:{old_run}", "--out", str(tmp / "c4"), "--no-wav"],
          "--unsafe-load-sb3-zip"),
         ("compose-run-env", ["compose", f"run:{fin}", "--env", "Counterpoint-v0", "--out", str(tmp / "c5")],
-         "MusicComposition-v0"),
+         "Counterpoint-v0 rejects the settings of"),
         ("compose-temperature", ["compose", "rule", "--temperature", "0.5", "--out", str(tmp / "c6")],
          "does not sample"),
         ("compose-both", ["compose", "rule", "--model", fin, "--out", str(tmp / "c7")], "not both"),
@@ -145,10 +146,10 @@ def cli_cases(tmp: Path, runs: dict[str, Path]) -> list[tuple[str, list[str], st
          "--jobs must be"),
         ("benchmark-out-file", ["benchmark", str(grid_file(tmp / "g4")), "--out", str(a_file)], "not a directory"),
         ("bench-only", ["bench", "--only", "bogus"], "unknown figure(s) ['bogus']"),
-        ("bench-json", ["bench", "--only", "import", "--json", str(a_file / "x.json")], "is a file"),
+        ("bench-json", ["bench", "--only", "import", "--json", str(a_file / "x.json")], "not a directory"),
         ("pretrain-shipped", ["pretrain", "--out", str(SHIPPED_PRIOR)], "shipped with musicenv"),
         ("pretrain-suffix", ["pretrain", "--out", str(tmp / "prior.txt")], "must be a .pt file"),
-        ("pretrain-out-under-file", ["pretrain", "--out", str(a_file / "prior.pt")], "is a file"),
+        ("pretrain-out-under-file", ["pretrain", "--out", str(a_file / "prior.pt")], "not a directory"),
         ("finetune-out-file", ["finetune-prior", "--out", str(a_file)], "not a directory"),
         ("train-gan-out-file", ["train-gan", "--out", str(a_file)], "not a directory"),
         ("evaluate-prior-junk", ["evaluate-prior", "--checkpoint", str(junk), "--threads", "1"], "corrupt"),
@@ -285,10 +286,12 @@ def test_sb3_zip_is_loaded_only_with_the_unsafe_opt_in(runs, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(runs["finished"], old)
     (old / "agent.pt").unlink()
+    for p in (old / "checkpoints").glob("agent_*"):
+        p.unlink()
     with pytest.raises(RunStateError, match="--unsafe-load-sb3-zip"):
         load_run(old)
     model, cfg = load_run(old, unsafe_load_sb3_zip=True)  # the user trusts it
-    assert model.num_timesteps == 128 and cfg.algo == "ppo"
+    assert model.num_timesteps >= 128 and cfg.algo == "ppo"
 
 
 # -------------------------------------------------------------- truncated checkpoint on resume
@@ -351,7 +354,7 @@ def test_benchmark_refuses_stale_runs_and_force_retrains_them(tmp_path, capsys):
     cfg = yaml.safe_load((out / "runs/theory-ppo-64/seed0" / "config.yml").read_text())
     assert cfg["hyperparams"]["n_epochs"] == 2
     # a design added to the grid: the old runs lack its scores, so they are stale too
-    more = grid_file(tmp_path, rewards={"theory": "theory", "chords": "harmony"},
+    more = grid_file(tmp_path, rewards={"theory": "theory", "chords": {"chord_tone_on_strong_beat": 1}},
                      hyperparams={"ppo": {"n_envs": 1, "n_steps": 32, "batch_size": 32, "n_epochs": 2}})
     with pytest.raises(BenchmarkStateError, match="designs"):
         run_benchmark(load_grid(more), out, progress=False, aggregate_results=False)
@@ -469,19 +472,20 @@ def test_every_subcommand_and_option_is_documented():
 
 
 # ------------------------------------------------------------------------ progress lines
-def test_progress_lines_when_piped(tmp_path):
-    code = ("import sys; from musicenv.cli import main; sys.exit(main(['train', '--timesteps', '256', '--n-envs', "
-            f"'1', '--env-kwargs', 'n_bars=1', '--eval-freq', '0', '--checkpoint-freq', '0', '--final-episodes', "
-            f"'20', '--baselines', 'random', '--out', {str(tmp_path / 'run')!r}]))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+def test_progress_lines_when_piped(tmp_path, capsys):
+    import sys as _sys
+
+    assert not _sys.stdout.isatty()  # pytest captures stdout: as in a pipe
+    train(tiny(tmp_path / "run", n_timesteps=128, checkpoint_freq=0, progress=True, final_episodes=4,
+               baselines=["random"]))
+    shown = capsys.readouterr()
+    lines = shown.out.splitlines()
     training = [ln for ln in lines if ln.startswith("training run:")]
     final = [ln for ln in lines if ln.startswith("final evaluation:")]
-    assert training and training[-1].startswith("training run: 256/256 steps (100%)")
-    assert final and final[-1].startswith("final evaluation: 60/60 pieces (100%)")
-    assert "\r" not in out.stdout and "\r" not in out.stderr  # no progress bar in a pipe
+    # SB3 finishes its last rollout, so the count may pass the budget
+    assert training and re.match(r"training run: \d+/128 steps \(100%\)", training[-1]), training
+    assert final and final[-1].startswith("final evaluation: 12/12 pieces (100%)")
+    assert "\r" not in shown.out + shown.err  # no progress bar in a pipe
 
 
 # ---------------------------------------------------------------------------- kill tests
