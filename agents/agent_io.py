@@ -24,7 +24,6 @@ is wrong, and nothing in it is ever executed.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
@@ -207,7 +206,3 @@ def load_replay_buffer(buffer: Any, path: str | os.PathLike) -> None:
         target[:n] = arrays[key]
     buffer.pos, buffer.full = pos, full
 
-
-def describe(meta: dict[str, Any]) -> str:
-    """One line about an agent file's metadata (for messages)."""
-    return json.dumps({k: meta.get(k) for k in ("algo", "algo_class", "config_hash")})

@@ -73,7 +73,8 @@ A run's *identity* is its resolved config (env id, every env keyword including t
 observation settings, which :func:`resolve_config` pins to their values, reward
 spec, algorithm, hyperparameters, seeds, budget, evaluation settings) plus the
 musicenv version, without the settings that do not change results (``out``,
-``progress``, ``verbose``, ``n_threads``, ``device``); :func:`config_hash` hashes it
+``progress``, ``verbose``, ``n_threads``, ``device``, ``checkpoint_freq``, and
+``hyperparams_file``, whose content is in ``hyperparams``); :func:`config_hash` hashes it
 into ``run.json``. The benchmark and the main job reuse a finished run only when
 the identities match, and otherwise stop with :class:`StaleRunError`, naming the
 keys that differ (``--force`` starts over). ``musicenv train --out RUN_DIR --force``
@@ -198,7 +199,7 @@ CONFIG_FILE, RUN_FILE, VERSIONS_FILE = "config.yml", "run.json", "versions.json"
 AGENT_FILE = "agent.pt"
 MODEL_FILE, FINAL_METRICS_FILE, CURVE_FILE = "model.zip", "final_metrics.json", "learning_curve.csv"
 #: TrainConfig fields that do not change what a run computes (left out of its identity).
-UNHASHED_FIELDS = ("out", "progress", "verbose", "n_threads", "device", "hyperparams_file")
+UNHASHED_FIELDS = ("out", "progress", "verbose", "n_threads", "device", "hyperparams_file", "checkpoint_freq")
 CHECKPOINT_DIR, TENSORBOARD_DIR = "checkpoints", "tensorboard"
 
 
@@ -1083,14 +1084,17 @@ def final_evaluation(model: BaseAlgorithm, cfg: TrainConfig, *, progress: bool =
 
 
 # ------------------------------------------------------------------------------- resume
-def checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path, Path | None]]:
-    """``(timesteps, agent file, replay buffer or None)`` of every checkpoint, newest first."""
+def checkpoints(run_dir: str | os.PathLike, *, sb3_zip: bool = False) -> list[tuple[int, Path, Path | None]]:
+    """``(timesteps, agent file, replay buffer or None)`` of every checkpoint, newest
+    first; with ``sb3_zip``, those in SB3's pickle format that older musicenv versions
+    wrote (``model_<steps>_steps.zip``, ``replay_buffer_<steps>_steps.pkl``)."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    (prefix, suffix), buffer_suffix = (("model_", "_steps.zip"), ".pkl") if sb3_zip else (("agent_", "_steps.pt"), ".npz")
     found = []
-    for p in ckpt_dir.glob("agent_*_steps.pt"):
-        steps = p.name[len("agent_"):-len("_steps.pt")]
+    for p in ckpt_dir.glob(f"{prefix}*{suffix}"):
+        steps = p.name[len(prefix):-len(suffix)]
         if steps.isdigit():
-            buffer = ckpt_dir / f"replay_buffer_{steps}_steps.npz"
+            buffer = ckpt_dir / f"replay_buffer_{steps}_steps{buffer_suffix}"
             found.append((int(steps), p, buffer if buffer.is_file() else None))
     return sorted(found, key=lambda c: c[0], reverse=True)
 
@@ -1102,15 +1106,7 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, Path | None] | 
 
 
 def _sb3_zip_checkpoints(run_dir: Path) -> list[tuple[int, Path, Path | None]]:
-    """Checkpoints in SB3's pickle format (runs of older musicenv versions), newest first."""
-    ckpt_dir = run_dir / CHECKPOINT_DIR
-    found = []
-    for p in ckpt_dir.glob("model_*_steps.zip"):
-        steps = p.name[len("model_"):-len("_steps.zip")]
-        if steps.isdigit():
-            buffer = ckpt_dir / f"replay_buffer_{steps}_steps.pkl"
-            found.append((int(steps), p, buffer if buffer.is_file() else None))
-    return sorted(found, key=lambda c: c[0], reverse=True)
+    return checkpoints(run_dir, sb3_zip=True)
 
 
 def _unsafe_hint(run_dir: Path) -> str:

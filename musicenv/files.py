@@ -105,9 +105,7 @@ def check_file_target(path: str | os.PathLike, what: str = "file") -> pathlib.Pa
     target = pathlib.Path(path).expanduser()
     if target.is_dir():
         return check_writable(target, what)  # raises IsADirectoryError
-    check_out_dir(target.parent, what=f"folder of the {what}")
-    if target.exists() and not os.access(target, os.W_OK) and not os.access(target.parent, os.W_OK):
-        raise PermissionError(f"cannot write the {what} to {str(target)!r}: not writable")
+    check_out_dir(target.parent, what=f"folder of the {what}")  # the atomic rename needs the folder writable
     return target
 
 
