@@ -526,7 +526,7 @@ splits = corpus.CorpusSplit(data.subset(ids[:2]), data.subset(ids[2:3]), data.su
 prior_cli._load_split = lambda name, seed: (data, splits)
 sys.exit(main(["pretrain", "--corpus", "bach", "--out", sys.argv[1], "--hidden", "16", "--embed", "8",
                "--steps", sys.argv[2], "--eval-every", "2", "--batch-size", "8", "--threads", "1",
-               "--max-minutes", "2"]))
+               "--max-minutes", "2", "--patience", "100000"]))
 """
 
 
