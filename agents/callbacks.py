@@ -7,8 +7,10 @@
   tones, diversity, ...) to TensorBoard (``eval/<mode>/...``) and to the run's
   learning curve (:class:`LearningCurve`).
 * :class:`PeriodicCheckpoint` saves the agent as tensors (and an off-policy replay
-  buffer as arrays; never a pickle) every ``save_freq`` env steps, atomically, at multiples of ``save_freq`` counted on the
-  model's own timestep counter, so the schedule survives a resume.
+  buffer as arrays; never a pickle) every ``save_freq`` env steps, atomically, at
+  multiples of ``save_freq`` counted on the model's own timestep counter, so the
+  schedule survives a resume.
+* :class:`ProgressLines` prints training progress as plain lines (for logs and pipes).
 * :func:`evaluate` is the episode loop both the callback and the final evaluation use;
   it takes any ``policy(obs) -> action`` (a trained model through
   :class:`agents.train.ModelPolicy`, or a baseline).
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
 __all__ = ["evaluate", "evaluate_per_piece", "music_statistics", "LearningCurve", "MusicEvalCallback", "PeriodicCheckpoint",
-           "ProgressLines", "ProgressPrinter", "save_checkpoint"]
+           "ProgressLines", "save_checkpoint"]
 
 #: Statistics of ``evaluate_set`` that are counts, not per-piece qualities (not logged).
 _COUNT_KEYS = ("rl_tuner/n_compositions", "rl_tuner/n_steps", "rl_tuner/n_leaps_resolved",

@@ -154,7 +154,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / "prior" / f"note_rnn_{Path(str(args.corpus)).stem}.pt"
     if out.suffix != ".pt":
         raise ValueError(f"--out must be a .pt file path, got {out}")
-    outputs = (out, out.with_name(out.stem + ".metrics.json"), out.with_name(f"ngram_{Path(str(args.corpus)).stem}.npz"))
+    corpus_stem = Path(str(args.corpus)).stem
+    outputs = (out, out.with_name(out.stem + ".metrics.json"), out.with_name(f"ngram_{corpus_stem}.npz"))
     _check_outputs(outputs, args.force)  # before any work: training can take many minutes
     args.out = str(out)  # the recorded command names it
     data, splits = _splits(args.corpus, args.split_seed)

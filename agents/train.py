@@ -661,7 +661,8 @@ def identity_difference(stored: Mapping[str, Any], wanted: Mapping[str, Any]) ->
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, missing), b.get(key, missing)
         if va != vb:
-            out.append(f"{key}: {'(unset)' if va is missing else repr(va)} -> {'(unset)' if vb is missing else repr(vb)}")
+            before, after = ("(unset)" if v is missing else repr(v) for v in (va, vb))
+            out.append(f"{key}: {before} -> {after}")
     return out
 
 
@@ -1089,7 +1090,7 @@ def checkpoints(run_dir: str | os.PathLike, *, sb3_zip: bool = False) -> list[tu
     first; with ``sb3_zip``, those in SB3's pickle format that older musicenv versions
     wrote (``model_<steps>_steps.zip``, ``replay_buffer_<steps>_steps.pkl``)."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
-    (prefix, suffix), buffer_suffix = (("model_", "_steps.zip"), ".pkl") if sb3_zip else (("agent_", "_steps.pt"), ".npz")
+    prefix, suffix, buffer_suffix = ("model_", "_steps.zip", ".pkl") if sb3_zip else ("agent_", "_steps.pt", ".npz")
     found = []
     for p in ckpt_dir.glob(f"{prefix}*{suffix}"):
         steps = p.name[len(prefix):-len(suffix)]

@@ -23,8 +23,8 @@ import re
 import secrets
 from collections.abc import Callable
 
-__all__ = ["OutputPathError", "ShippedFileError", "write_atomically", "write_text", "check_file_target", "check_writable", "check_out_dir",
-           "check_plain_name", "check_not_shipped", "is_shipped", "PACKAGE_ROOTS"]
+__all__ = ["OutputPathError", "ShippedFileError", "write_atomically", "write_text", "check_file_target",
+           "check_writable", "check_out_dir", "check_plain_name", "check_not_shipped", "is_shipped", "PACKAGE_ROOTS"]
 
 
 class OutputPathError(ValueError):
