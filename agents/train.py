@@ -1568,7 +1568,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--device", help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, help="torch threads (default: 1)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar (default: yes)")
+                   help="show progress: a bar on a terminal, a plain line every 10 s or 5 %% when stdout is a "
+                        "pipe or a file (default: yes)")
     p.add_argument("--verbose", type=int, help="SB3 verbosity 0/1/2 (default: 0)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its latest checkpoint")
     p.add_argument("--force", action="store_true", help="replace the run already in --out (default: refuse)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def test_smoke_benchmark_killed_mid_run_resumes_with_nothing_lost(tmp_path):
             assert proc.poll() is None, "the benchmark ended before it could be killed"
             assert time.monotonic() < deadline, "no run finished in time"
             time.sleep(0.2)
-        time.sleep(1.0)  # let the other job get well into a run
+        time.sleep(random.uniform(0.2, 3.0))  # a random moment: the other job is somewhere in a run
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
