@@ -554,3 +554,19 @@ def test_pretrain_killed_mid_training_leaves_the_finished_prior_intact(tmp_path)
     for name, data in finished.items():
         assert (tmp_path / name).read_bytes() == data, name  # nothing half-written over it
     NoteRNN.load(out)
+
+
+def test_resume_of_an_old_sb3_zip_run_needs_the_unsafe_opt_in(runs, tmp_path):
+    """A run of an older musicenv (SB3 .zip checkpoints only) resumes only when the user says so."""
+    run = tmp_path / "old"
+    shutil.copytree(runs["interrupted"], run)
+    model, _ = load_run(run)  # its newest checkpoint, as SB3 would have saved it
+    for p in (run / "checkpoints").iterdir():
+        p.unlink()
+    model.save(run / "checkpoints" / f"model_{model.num_timesteps}_steps.zip")
+    with pytest.raises(RunStateError, match="--unsafe-load-sb3-zip"):
+        resume(run, progress=False)
+    result = resume(run, progress=False, unsafe_load_sb3_zip=True)
+    state = json.loads((run / "run.json").read_text())
+    assert state["resumes"][-1]["checkpoint"] == f"model_{model.num_timesteps}_steps.zip"
+    assert result.timesteps == 128 and (run / "agent.pt").is_file()  # from now on stored safely
