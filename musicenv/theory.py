@@ -51,6 +51,8 @@ __all__ = [
     "parse_roman",
     "resolve_progression",
     "chord_name",
+    "transpose_chords",
+    "transpose_key",
     "COMMON_PROGRESSIONS",
 ]
 
@@ -415,6 +417,29 @@ def resolve_progression(progression, key: str | int | Key) -> list[int]:
                     f"progression item {item!r} is neither a roman numeral (I..VII, i..vii) nor a chord symbol: {e}"
                 ) from None
     return codes
+
+
+def transpose_chords(chords, shift: int) -> np.ndarray:
+    """Chord codes moved by ``shift`` semitones: each root moves, the quality stays, and
+    ``NO_CHORD`` (or any code outside ``0..N_CHORDS-1``) is left as it is. Returns an
+    int64 array of the same shape.
+
+    >>> [chord_name(int(c)) for c in transpose_chords([parse_chord("G7"), NO_CHORD], 2)]
+    ['A7', 'N.C.']
+    """
+    chords = np.asarray(chords, dtype=np.int64)
+    root, quality = chords // N_QUALITIES, chords % N_QUALITIES
+    moved = ((root + int(shift)) % 12) * N_QUALITIES + quality
+    return np.where((chords >= 0) & (chords < N_CHORDS), moved, chords)
+
+
+def transpose_key(key: int, shift: int) -> int:
+    """Key index moved by ``shift`` semitones (the mode stays): ``transpose_key(0, 7)`` is
+    G major (7), ``transpose_key(21, 3)`` (A minor up 3) is C minor (12)."""
+    key = int(key)
+    if not 0 <= key < N_KEYS:
+        raise MusicTheoryError(f"key index {key} outside 0..{N_KEYS - 1}")
+    return (key % 12 + int(shift)) % 12 + 12 * (key >= 12)
 
 
 #: Bank of common progressions (roman numerals, one chord per bar), per mode.

@@ -40,6 +40,7 @@ from musicenv.theory import (
     chord_name,
     parse_key,
     parse_roman,
+    transpose_chords,
 )
 
 __all__ = ["HarmonizationEnv", "HarmonizationVectorEnv", "HarmonizationComposer", "CHORD_VOCABULARY",
@@ -234,7 +235,7 @@ class HarmonizationComposer(BatchedComposer):
                                        f"{'minor' if m.key >= 12 else 'major'} key only, not {Key.from_index(k).name}")
             shift = ((k - m.key) % 12 + 6) % 12 - 6
             pitch = np.where(pitch >= 0, pitch + shift, pitch)
-            chords = _transpose_chords(m.chords[start * self.spb: n * self.spb: self.spb], shift)
+            chords = transpose_chords(m.chords[start * self.spb: n * self.spb: self.spb], shift)
             g = self.melody_grid
             toks = np.array([t if t in (REST, HOLD) else g.token(int(np.clip(g.pitch(t) + shift, g.min_pitch,
                                                                                g.max_pitch))) for t in toks])
@@ -328,16 +329,6 @@ class HarmonizationComposer(BatchedComposer):
         if mode == "ansi":
             return render_ansi(comp)
         return render_rgb(comp)
-
-
-def _transpose_chords(codes: np.ndarray, shift: int) -> np.ndarray:
-    from musicenv.theory import CHORD_QUALITY, CHORD_ROOT, N_QUALITIES
-
-    out = np.array(codes, dtype=np.int64)
-    for i, c in enumerate(out):
-        if c != NO_CHORD:
-            out[i] = ((int(CHORD_ROOT[c]) + shift) % 12) * N_QUALITIES + int(CHORD_QUALITY[c])
-    return out
 
 
 class HarmonizationEnv(SingleComposerEnv):
