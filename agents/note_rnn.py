@@ -19,18 +19,31 @@ token, so the first token is predicted too. Three architectures share one interf
 from the last pitch and the pitch class above the melody's first pitch, on input and
 output (see :class:`NoteRNN`); they make what is learnt in one key serve all twelve.
 
-Optional conditioning (``conditioning`` in ``("chord", "key", "position")``) adds to
-the input at step t an embedding of the chord code at step t
-(:mod:`musicenv.theory`, ``NO_CHORD`` included), of the key index (0..23) and of the
-step's position in its bar (``t % steps_per_bar``; melodies start on a downbeat, see
-:mod:`musicenv.corpus`).
+Optional conditioning (``conditioning``, any of :data:`CONDITIONS`) adds to the input at
+step t an embedding of each context of the step being predicted: the chord code at step
+t (:mod:`musicenv.theory`, ``NO_CHORD`` included), the next different chord of the
+progression (``next_chord``), the key index (0..23), the meter, the step's position in
+its bar (``t % steps_per_bar``; melodies start on a downbeat, see :mod:`musicenv.corpus`)
+and a style (collection) id. With ``missing_context`` each table has one more row for
+"not given" (id -1), and :func:`train`'s conditioning dropout teaches the model to score
+with any subset of its context, down to bare tokens.
 
-The shipped prior (:data:`DEFAULT_PRIOR`) is token-only, like the RL Tuner's Note RNN: a
-2-layer LSTM of width 128 with relative-pitch features (255k parameters, 1 MB), trained
-on the Bach chorale sopranos in all 12 keys by ``musicenv pretrain --corpus bach --out
-agents/pretrained/note_rnn_bach.pt`` (1400 updates, about 11 minutes on 2 cores); test NLL
-0.534 nats/token against 0.730 for the best n-gram (the full table and command are in
-``note_rnn_bach.metrics.json`` beside it).
+Shipped priors (:data:`PRIOR_NAMES`; every place a prior is named takes these names or a
+checkpoint path):
+
+* ``"default"`` (:data:`DEFAULT_PRIOR`): the general melody prior, a 1 x 64 LSTM with
+  relative-pitch features conditioned on key, meter, position, current and next chord
+  and style, trained on the Bach chorale sopranos, the Essen folk songs and O'Neill's
+  Irish tunes (:mod:`musicenv.melodies`) in all 12 keys; command, NLL tables and training
+  record in ``note_rnn_default.metrics.json``; ``musicenv evaluate-prior`` prints its
+  per-collection and leave-one-collection-out tables.
+* ``"bach"`` (:data:`BACH_PRIOR`): token-only, like the RL Tuner's Note RNN: a 2-layer
+  LSTM of width 128 with relative-pitch features (255k parameters, 1 MB), trained on the
+  Bach chorale sopranos in all 12 keys by ``musicenv pretrain --corpus bach --out
+  agents/pretrained/note_rnn_bach.pt`` (1400 updates, about 11 minutes on 2 cores); test
+  NLL 0.534 nats/token against 0.730 for the best n-gram (``note_rnn_bach.metrics.json``).
+  The RL Tuner reproduction uses it.
+* ``"small"`` (:data:`SMALL_PRIOR`): a 1 x 64 Bach prior with the same test NLL.
 
 Incremental use (reward terms, policies): :meth:`NoteRNN.initial_state`,
 :meth:`NoteRNN.step` (one token per row -> next-token logits and the new state) and
@@ -63,7 +76,8 @@ Checkpoints
 :meth:`NoteRNN.load` raises :class:`CheckpointError` naming the problem for a missing,
 corrupt or foreign file, a missing key, a format version it does not know, or a grid or
 vocabulary different from the one asked for. ``NoteRNN.load()`` with no argument loads the
-shipped prior (:data:`DEFAULT_PRIOR`, trained by the command in its metrics file).
+general prior (:data:`DEFAULT_PRIOR`); ``NoteRNN.load("bach")`` and every other name of
+:data:`PRIOR_NAMES` work too.
 """
 
 from __future__ import annotations

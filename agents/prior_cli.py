@@ -303,6 +303,121 @@ def _ngram_table(data, style: str, melody_file: Path) -> dict[str, Any]:
     return table
 
 
+def melody_statistics(compositions) -> dict[str, float]:
+    """Pooled statistics of a set of melodies, each with its key and chord track:
+    ``in_key`` (notes whose pitch class is in the key, ``theory.KEY_SCALE_MASK``),
+    ``strong_beat_chord_tones`` (strong-beat steps over a chord whose sounding pitch is a
+    chord tone, as :func:`musicenv.metrics.harmony_statistics`), and the style figures
+    ``note_length`` (mean steps per note), ``interval`` (mean |semitones| between
+    successive notes) and ``notes_per_bar``."""
+    import numpy as np
+
+    from musicenv.metrics import harmony_statistics
+
+    notes = in_key = strong_num = strong_den = bars = 0
+    lengths, intervals = [], []
+    for c in compositions:
+        h = harmony_statistics(c)
+        ns = c.notes()
+        notes += len(ns)
+        in_key += h["key_consistency"] * len(ns) if ns else 0
+        bar = c.meter.steps_per_bar(c.grid.steps_per_quarter)
+        bars += c.n_steps / bar
+        lengths += [n.duration for n in ns]
+        intervals += [abs(b.pitch - a.pitch) for a, b in zip(ns, ns[1:])]
+        strong = _strong_counts(c)
+        strong_num += strong[0]
+        strong_den += strong[1]
+    return {"pieces": len(compositions), "notes": notes, "in_key": in_key / max(notes, 1),
+            "strong_beat_chord_tones": strong_num / max(strong_den, 1),
+            "note_length": float(np.mean(lengths)) if lengths else float("nan"),
+            "interval": float(np.mean(intervals)) if intervals else float("nan"),
+            "notes_per_bar": notes / max(bars, 1e-9)}
+
+
+def _strong_counts(c) -> tuple[int, int]:
+    """(chord tones, scored steps) of the chord_tone_on_strong_beat term on one melody."""
+    from musicenv.metrics import _HARMONY_SPEC, _iter_scored
+
+    for _, _, values in _iter_scored(_HARMONY_SPEC, [c]):
+        v = values[0, :, 0]
+        return int((v > 0).sum()), int((v != 0).sum())
+    return 0, 0
+
+
+def conditioned_samples(model, n: int, *, style: str | None = None, seed: int = 0, context: bool = True,
+                        temperature: float = 1.0, env_id: str = "MusicComposition-v0") -> list:
+    """``n`` melodies sampled from ``model`` in the contexts the env draws (key,
+    progression, meter; env reset seeds ``seed .. seed + n - 1``), fed that context
+    (``context``) and ``style``; returned as compositions carrying the env's key and
+    chords."""
+    import gymnasium as gym
+    import numpy as np
+
+    import musicenv  # noqa: F401
+    from musicenv.composition import Composition
+    from musicenv.melodies import next_chord_track
+    from musicenv.theory import Meter
+
+    env = gym.make(env_id)
+    contexts = []
+    for i in range(n):
+        env.reset(seed=seed + i)
+        core = env.unwrapped.core
+        contexts.append((int(core.batch.key[0]), core.batch.chords[0].copy(), core.meter))
+    env.close()
+    T = len(contexts[0][1])
+    meter = contexts[0][2]
+    bar = meter.steps_per_bar(model.grid.steps_per_quarter)
+    chords = np.stack([c for _, c, _ in contexts])
+    cond = None
+    if context:
+        full = {"chord": chords, "next_chord": np.stack([next_chord_track(c) for c in chords]),
+                "key": np.repeat(np.array([k for k, _, _ in contexts])[:, None], T, 1),
+                "position": np.broadcast_to(np.arange(T) % bar, (n, T)),
+                "meter": np.full((n, T), Meter.SUPPORTED.index(str(meter))),
+                "style": np.full((n, T), -1 if style is None else model.config.styles.index(style))}
+        cond = {k: v for k, v in full.items() if k in model.config.conditioning} or None
+    tokens = model.sample(n, T, temperature, seed=seed, cond=cond)
+    from musicenv.theory import Key
+
+    return [Composition(tokens[i], Key.from_index(k), meter, chords[i], model.grid)
+            for i, (k, _, _) in enumerate(contexts)]
+
+
+def _sample_rows(model, bach, data, n: int, seed: int) -> tuple[list[str], dict[str, Any]]:
+    """Conditioned-sample figures and the real melodies' own, for the README."""
+    import numpy as np
+
+    from musicenv import melodies
+    from musicenv.composition import Composition
+    from musicenv.theory import Key, Meter
+
+    out: dict[str, Any] = {}
+    rows = [("new prior, key + chords, no style", conditioned_samples(model, n, seed=seed))]
+    rows += [(f"new prior, key + chords, style {s}", conditioned_samples(model, n, seed=seed, style=s))
+             for s in melodies.STYLES]
+    rows += [("new prior, bare tokens", conditioned_samples(model, n, seed=seed, context=False)),
+             ("Bach prior (token-only)", conditioned_samples(bach, n, seed=seed, context=False))]
+    for s in melodies.STYLES:
+        real = []
+        for m in data.collections[s].test:
+            chords = melodies.derive_chords(m.tokens, m.key, m.meter, m.grid)
+            real.append(Composition(np.array(m.tokens), Key.from_index(m.key), Meter.parse(m.meter), chords, m.grid))
+        rows.append((f"{s} test melodies under derived chords", real))
+        if s == "bach":
+            rows.append(("bach test melodies under the chorale's own chords", data.collections[s].test.compositions()))
+    lines = ["| melodies | pieces | notes in key | strong-beat chord tones | note length (steps) | "
+             "|interval| (semitones) | notes per bar |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, comps in rows:
+        st = melody_statistics(comps)
+        out[label] = st
+        lines.append(f"| {label} | {st['pieces']} | {100 * st['in_key']:.1f} % | "
+                     f"{100 * st['strong_beat_chord_tones']:.1f} % | {st['note_length']:.2f} | "
+                     f"{st['interval']:.2f} | {st['notes_per_bar']:.2f} |")
+    return lines, out
+
+
 def _evaluate_melodies(args: argparse.Namespace, model) -> int:
     """The general prior's tables: per collection, and leave-one-collection-out."""
     from agents.note_rnn import BACH_PRIOR, NoteRNN, evaluate_nll, melody_examples, prior_path
@@ -357,6 +472,11 @@ def _evaluate_melodies(args: argparse.Namespace, model) -> int:
                          f"{'yes' if r['context'] <= ng else 'no'} (bare: {'yes' if r['bare'] <= ng else 'no'}) |")
     print("\nLeave one collection out: trained without it, scored on its test split (nats/token):\n")
     print("\n".join(loo_lines))
+    if args.samples:
+        sample_lines, report["samples"] = _sample_rows(model, bach, data, args.samples, args.seed)
+        print(f"\nSamples in MusicComposition-v0's contexts (key, progression, 4 bars of 4/4; env seeds "
+              f"{args.seed}..{args.seed + args.samples - 1}, temperature 1), and real melodies:\n")
+        print("\n".join(sample_lines))
     met = {s: r["gain_context_style"] >= GOAL_GAIN for s, r in report["collections"].items()}
     print(f"\ngoal: >= {100 * GOAL_GAIN:.0f} % below the own-trained n-gram on every collection (with context): "
           + ", ".join(f"{s} {'met' if ok else 'NOT met'}" for s, ok in met.items()))
@@ -559,6 +679,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--melodies", default=None, help="general prior: melody file (default: the shipped one)")
     p.add_argument("--collections", type=_styles, default=None,
                    help="general prior: collections to evaluate (default: bach,essen,oneills)")
+    p.add_argument("--samples", type=int, default=100,
+                   help="general prior: conditioned samples per row of the sample table (0: none; default: 100)")
+    p.add_argument("--seed", type=int, default=0, help="general prior: seed of the samples (default: 0)")
     p.add_argument("--loo-dir", default=None,
                    help="general prior: folder of the leave-one-out models note_rnn_no_<collection>.pt "
                         "(default: beside the shipped prior)")
