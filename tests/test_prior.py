@@ -171,21 +171,22 @@ def test_exact_duplicates_never_straddle_splits(shipped):
         assert all(len(s) == 1 for s in side.values())
 
 
-def test_a_few_pieces_reparse_to_the_shipped_arrays(shipped, tmp_path):
+def test_a_few_pieces_reparse_to_the_shipped_arrays(shipped):
+    """The first melody of each collection's first file, parsed afresh from music21's corpus,
+    gives the shipped tokens, key, meter and chords (the melody file is not stale)."""
     from musicenv import corpus
 
-    wanted = {"bach": "bach/bwv66.6", "essen": None, "oneills": None}
-    for style in ("essen", "oneills"):
-        wanted[style] = shipped.collections[style].train[0].id
-    by_id = {m.id: (s, m) for s in melodies.STYLES for p in shipped.collections[s] for m in p}
-    for style, pid in wanted.items():
-        _, ref = by_id[pid]
-        work = pid.split("#")[0]
-        fresh = corpus.load(work, cache=False, progress=False, jobs=1, chords=style == "bach")
-        m = next(x for x in fresh if x.id.endswith(pid.split("/", 1)[1]) or x.id == pid)
-        assert np.array_equal(m.tokens, ref.tokens), pid
-        assert m.key == ref.key and m.meter == ref.meter
-        chords = m.chords if style == "bach" else melodies.derive_chords(m.tokens, m.key, m.meter)
+    everything = {m.id: m for s in melodies.STYLES for p in shipped.collections[s] for m in p}
+    order = [str(i) for i in np.load(melodies.SHIPPED, allow_pickle=False)["ids"]]
+    for style, prefix in (("bach", "bach/"), ("essen", "essenFolksong/"), ("oneills", "oneills1850/")):
+        pid = next(i for i in order if i.startswith(prefix))
+        ref = everything[pid]
+        fresh = corpus.load(pid.split("#")[0], cache=False, progress=False, jobs=1, limit=1,
+                            chords=style == "bach")[0]
+        assert fresh.id == pid
+        assert np.array_equal(fresh.tokens, ref.tokens), pid
+        assert (fresh.key, fresh.meter, fresh.pickup_steps) == (ref.key, ref.meter, ref.pickup_steps)
+        chords = fresh.chords if style == "bach" else melodies.derive_chords(fresh.tokens, fresh.key, fresh.meter)
         assert np.array_equal(chords, ref.chords), pid
 
 
@@ -361,3 +362,39 @@ def test_context_arrays_errors():
     c = context_arrays(G, key="G", progression="I-V7", meter="6/8", n_bars=2, chords_per_bar=1)
     assert names(c["chord"], 12) == ["G", "D7"] and len(c["chord"]) == 24 and int(c["style"]) == -1
     assert int(c["meter"]) == 3 and c["position"][12] == 0
+
+
+# ---------------------------------------------------------------------------- the shipped default prior
+def test_default_prior_scores_bare_and_conditioned_melodies(shipped):
+    """Conditioning dropout at work on the shipped prior: bare token sequences score well
+    below uniform, and the context (key, meter, chords) lowers the NLL further."""
+    from agents.prior_cli import _NO_STYLE, _with_context
+
+    model = NoteRNN.load("default")
+    ex, _ = melody_examples(shipped.split("test", ["oneills"])[:12])
+    bare = evaluate_nll(model, _with_context(ex, ()))
+    ctx = evaluate_nll(model, _with_context(ex, _NO_STYLE))
+    assert bare < 0.5 * np.log(G.vocab_size)
+    assert ctx < bare
+
+
+def test_default_prior_samples_follow_the_env_key_and_chords():
+    """A small run of the sample goal: in the env's key and chords (30 pieces)."""
+    from agents.prior_cli import conditioned_samples, melody_statistics
+
+    model = NoteRNN.load("default")
+    st = melody_statistics(conditioned_samples(model, 30, seed=100))
+    assert st["in_key"] >= 0.95 and st["strong_beat_chord_tones"] >= 0.70
+
+
+@pytest.mark.slow
+def test_default_prior_goals_against_the_own_trained_ngrams(shipped):
+    """The per-collection goal: the prior with its context at least 20 % below the best add-k
+    n-gram trained on the collection's own train split (orders 1-8, chosen on valid)."""
+    from agents.prior_cli import _ngram_table
+
+    model = NoteRNN.load("default")
+    for style in melodies.STYLES:
+        ex, _ = melody_examples(shipped.split("test", [style]))
+        ngram = _ngram_table(shipped, style, melodies.SHIPPED)["best"]["test"]
+        assert evaluate_nll(model, ex) <= 0.8 * ngram, style
