@@ -474,8 +474,10 @@ class NoteRNN(nn.Module):
                     continue
                 raise ValueError(f"this model is conditioned on {list(self.config.conditioning)}; "
                                  f"step() needs cond={{{name!r}: (B,) ids of the step being predicted}}")
-            out[name] = torch.as_tensor(cond[name], dtype=torch.long, device=dev).expand(batch).reshape(batch) \
-                if np.ndim(cond[name]) == 0 else torch.as_tensor(cond[name], dtype=torch.long, device=dev).reshape(batch)
+            v = cond[name]
+            ids = v.to(dev, torch.long) if isinstance(v, torch.Tensor) else \
+                torch.as_tensor(np.array(v, dtype=np.int64), device=dev)
+            out[name] = ids.expand(batch) if ids.dim() == 0 else ids.reshape(batch)
         return out
 
     def step(self, tokens: torch.Tensor | np.ndarray, state: tuple[torch.Tensor, ...],

@@ -123,7 +123,7 @@ def test_augmentation_moves_keys_and_chords_with_the_melody(chorales):
     examples, folded = melody_examples(chorales, augment=True)
     assert len(examples) == 12 * len(chorales) and folded == 0
     first = chorales[0]
-    keys = {int(e.key[0]) for e in examples[:12]}
+    keys = {int(e.key) for e in examples[:12]}
     assert len(keys) == 12 and all((k >= 12) == (first.key >= 12) for k in keys)
     bar = Meter.parse(first.meter).steps_per_bar(DEFAULT_GRID.steps_per_quarter)
     np.testing.assert_array_equal(examples[0].position, np.arange(first.n_steps) % bar)
