@@ -185,6 +185,7 @@ def connect(path: str | os.PathLike, *, create: bool = False, timeout: float = 5
         raise StudyDBError(f"cannot open study database {str(path)!r}: {e}") from e
     try:
         conn.row_factory = sqlite3.Row
+        _check_version(conn, path)  # before anything writes: a refused file stays as it was
         conn.execute("PRAGMA foreign_keys = ON")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -200,18 +201,22 @@ def connect(path: str | os.PathLike, *, create: bool = False, timeout: float = 5
     return conn
 
 
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+def _check_version(conn: sqlite3.Connection, path: Path) -> None:
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
         raise StudyDBError(f"{str(path)!r} has schema version {version}, newer than this musicenv's "
                            f"{SCHEMA_VERSION}; upgrade musicenv to open it")
-    if version == SCHEMA_VERSION:
-        return
     if version == 0:
         tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
         if tables:
             raise StudyDBError(f"{str(path)!r} is an SQLite database but not a musicenv study (it has tables "
                                "and no schema version)")
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version == SCHEMA_VERSION:
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         for step in range(version, SCHEMA_VERSION):
