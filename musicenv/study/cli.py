@@ -14,8 +14,6 @@ __all__ = ["add_commands", "fit_study"]
 def fit_study(study_dirs: list[str | os.PathLike], *, groups: list[str] | None = None, members: int = 8,
               degree: int = 2, holdout: float = 0.2, seed: int = 0):
     """Fit a :class:`~musicenv.study.fit.PreferenceModel` to the answers of one or more studies."""
-    import numpy as np
-
     from musicenv.study.db import StudyDB
     from musicenv.study.features import DEFAULT_GROUPS, available_groups, piece_features
     from musicenv.study.fit import PreferenceModelError, fit_preference
@@ -42,8 +40,6 @@ def fit_study(study_dirs: list[str | os.PathLike], *, groups: list[str] | None =
     model = fit_preference(X, a_all, b_all, y_all, feature_names=names, groups=list(groups), members=members,
                            degree=degree, holdout=holdout, seed=seed)
     model.metrics["studies"] = [str(d) for d in study_dirs]
-    model.metrics["heldout_majority_baseline"] = float(max(np.mean(np.array(y_all) == 1), np.mean(np.array(y_all) == 0))
-                                                       / max(np.mean(np.array(y_all) != 0.5), 1e-9))
     return model
 
 

@@ -267,8 +267,8 @@ def create_study(folder: str | os.PathLike, sources: Sequence[str], *, contexts:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if progress:
-        print(f"study {folder}: {len(rows)} pieces, {len(ids) and sum(len(m) * (len(m) - 1) // 2 for m in by_ctx.values())} "
-              f"pairs, audio by {backend}", file=sys.stderr)
+        n_pairs = sum(len(m) * (len(m) - 1) // 2 for m in by_ctx.values())
+        print(f"study {folder}: {len(rows)} pieces, {n_pairs} pairs, audio by {backend}", file=sys.stderr)
     return folder
 
 
