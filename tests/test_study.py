@@ -463,9 +463,9 @@ def test_preference_reward_term_terminal_and_shaped_in_the_env(tmp_path):
     path = str(model.save(tmp_path / "pref.json"))
     assert "preference" in rewards.available()
     totals = {}
-    for mode in ("terminal", "shaped"):
-        env = gym.make("MusicComposition-v0", reward={"preference": {"weight": 2.0, "model": path, "mode": mode,
-                                                                      "k": 0.5}})
+    for mode, extra in (("terminal", {}), ("shaped", {}), ("shaped4", {"every": 4})):
+        spec = {"weight": 2.0, "model": path, "mode": mode[:6] if mode != "terminal" else mode, "k": 0.5, **extra}
+        env = gym.make("MusicComposition-v0", reward={"preference": spec})
         obs, _ = env.reset(seed=4)
         policy = RuleBasedPolicy(env, seed=4)
         per_step, done = [], False
@@ -478,8 +478,10 @@ def test_preference_reward_term_terminal_and_shaped_in_the_env(tmp_path):
         nonzero = np.flatnonzero(per_step)
         if mode == "terminal":
             assert list(nonzero) == [len(per_step) - 1]
-        else:
+        elif mode == "shaped":
             assert set(nonzero) <= {15, 31, 47, 63} and len(nonzero) >= 3  # bar ends only
+        else:
+            assert set(nonzero) <= set(range(3, 64, 4)) and len(nonzero) >= 8  # every 4 steps
         totals[mode] = sum(per_step)
         assert totals[mode] == pytest.approx(expected, rel=1e-9, abs=1e-9)
         term_obj = env.unwrapped.core.reward.terms[0][1]
@@ -487,12 +489,14 @@ def test_preference_reward_term_terminal_and_shaped_in_the_env(tmp_path):
         clone = pickle.loads(pickle.dumps(term_obj))
         assert clone.params == term_obj.params and "_model" not in vars(clone)
         env.close()
-    assert totals["terminal"] == pytest.approx(totals["shaped"])
+    assert totals["terminal"] == pytest.approx(totals["shaped"]) == pytest.approx(totals["shaped4"])
     with pytest.raises(rewards.RewardSpecError, match="does not exist"):
         env = gym.make("MusicComposition-v0", reward={"preference": {"model": str(tmp_path / "none.json")}})
         env.reset(seed=0)
     with pytest.raises(rewards.RewardSpecError, match="mode must be one of"):
         rewards.make({"preference": {"model": path, "mode": "sometimes"}})
+    with pytest.raises(rewards.RewardSpecError, match="every must be a whole number"):
+        rewards.make({"preference": {"model": path, "mode": "shaped", "every": 2.5}})
     comp, _ = run_episode(gym.make("MusicComposition-v0"), lambda o: 2, seed=0)
     assert rewards.score({"preference": {"model": path}}, comp)["total"] == pytest.approx(model.score([comp])[0])
 

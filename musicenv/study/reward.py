@@ -44,9 +44,11 @@ class PreferenceReward(RewardTerm):
     (a piece 1 higher is preferred with probability 0.73; 0 is the study's average piece);
     see :mod:`musicenv.study.fit`. Range: unbounded in principle, in practice within a few
     units of 0 for pieces like the study's. ``mode="terminal"`` (default) pays it once, at
-    the last step. ``mode="shaped"`` pays the change of the value of the piece so far at the
-    end of every bar (potential-based, with the empty piece at 0), so the episode total is
-    the same as terminal. ``k`` (>= 0, default 1) sets the pessimism against
+    the last step. ``mode="shaped"`` pays the change of the value of the piece so far every
+    ``every`` steps (default 0: at the end of every bar) and at the last step
+    (potential-based, with the empty piece at 0), so the episode total is the same as
+    terminal; a short ``every`` gives a discounting agent (gamma 0.8) a signal it can use,
+    at the cost of scoring the piece so far that often. ``k`` (>= 0, default 1) sets the pessimism against
     over-optimising the model; ``scale`` multiplies the value.
 
     ``model``: path to a model JSON written by ``musicenv study fit``.
@@ -54,7 +56,7 @@ class PreferenceReward(RewardTerm):
     an ensemble's spread as an uncertainty penalty against reward over-optimisation.
     """
 
-    PARAMS = {"model": "", "k": 1.0, "mode": "terminal", "scale": 1.0}
+    PARAMS = {"model": "", "k": 1.0, "mode": "terminal", "scale": 1.0, "every": 0}
 
     def validate(self) -> None:
         m = self.params["model"]
@@ -63,6 +65,9 @@ class PreferenceReward(RewardTerm):
                                   "'model': 'study/preference.json'}}")
         if self.params["k"] < 0:
             raise RewardSpecError(f"preference: k must be >= 0, got {self.params['k']!r}")
+        every = self.params["every"]
+        if every < 0 or int(every) != every:
+            raise RewardSpecError(f"preference: every must be a whole number of steps >= 0 (0: a bar), got {every!r}")
         if self.params["mode"] not in _MODES:
             raise RewardSpecError(f"preference: mode must be one of {', '.join(_MODES)}, got {self.params['mode']!r}")
 
@@ -102,8 +107,8 @@ class PreferenceReward(RewardTerm):
             if rows.size:
                 out[rows] = self._values(batch, rows, actions, t)
             return out
-        bar = int(batch.consts[K_STEPS_PER_BAR])
-        rows = np.flatnonzero(active & (((t + 1) % bar == 0) | last))
+        every = int(self.params["every"]) or int(batch.consts[K_STEPS_PER_BAR])
+        rows = np.flatnonzero(active & (((t + 1) % every == 0) | last))
         if rows.size:
             v = self._values(batch, rows, actions, t)
             out[rows] = v - self._prev[rows]
