@@ -463,7 +463,8 @@ def test_preference_reward_term_terminal_and_shaped_in_the_env(tmp_path):
     path = str(model.save(tmp_path / "pref.json"))
     assert "preference" in rewards.available()
     totals = {}
-    for mode, extra in (("terminal", {}), ("shaped", {}), ("shaped4", {"every": 4})):
+    for mode, extra in (("terminal", {}), ("shaped", {}), ("shaped4", {"every": 4}),
+                        ("shapedg", {"gamma": 0.8})):
         spec = {"weight": 2.0, "model": path, "mode": mode[:6] if mode != "terminal" else mode, "k": 0.5, **extra}
         env = gym.make("MusicComposition-v0", reward={"preference": spec})
         obs, _ = env.reset(seed=4)
@@ -480,8 +481,15 @@ def test_preference_reward_term_terminal_and_shaped_in_the_env(tmp_path):
             assert list(nonzero) == [len(per_step) - 1]
         elif mode == "shaped":
             assert set(nonzero) <= {15, 31, 47, 63} and len(nonzero) >= 3  # bar ends only
-        else:
+        elif mode == "shaped4":
             assert set(nonzero) <= set(range(3, 64, 4)) and len(nonzero) >= 8  # every 4 steps
+        else:
+            # potential-based shaping for gamma 0.8: the discounted return is terminal mode's
+            discounted = sum(0.8**t * v for t, v in enumerate(per_step))
+            assert discounted == pytest.approx(0.8 ** 63 * expected, rel=1e-9, abs=1e-12)
+            assert len(nonzero) > 32  # it pays (or drains) at every step
+            env.close()
+            continue
         totals[mode] = sum(per_step)
         assert totals[mode] == pytest.approx(expected, rel=1e-9, abs=1e-9)
         term_obj = env.unwrapped.core.reward.terms[0][1]
@@ -495,6 +503,8 @@ def test_preference_reward_term_terminal_and_shaped_in_the_env(tmp_path):
         env.reset(seed=0)
     with pytest.raises(rewards.RewardSpecError, match="mode must be one of"):
         rewards.make({"preference": {"model": path, "mode": "sometimes"}})
+    with pytest.raises(rewards.RewardSpecError, match="gamma must be in"):
+        rewards.make({"preference": {"model": path, "mode": "shaped", "gamma": 0.0}})
     with pytest.raises(rewards.RewardSpecError, match="every must be a whole number"):
         rewards.make({"preference": {"model": path, "mode": "shaped", "every": 2.5}})
     comp, _ = run_episode(gym.make("MusicComposition-v0"), lambda o: 2, seed=0)

@@ -44,11 +44,15 @@ class PreferenceReward(RewardTerm):
     (a piece 1 higher is preferred with probability 0.73; 0 is the study's average piece);
     see :mod:`musicenv.study.fit`. Range: unbounded in principle, in practice within a few
     units of 0 for pieces like the study's. ``mode="terminal"`` (default) pays it once, at
-    the last step. ``mode="shaped"`` pays the change of the value of the piece so far every
-    ``every`` steps (default 0: at the end of every bar) and at the last step
-    (potential-based, with the empty piece at 0), so the episode total is the same as
-    terminal; a short ``every`` gives a discounting agent (gamma 0.8) a signal it can use,
-    at the cost of scoring the piece so far that often. ``k`` (>= 0, default 1) sets the pessimism against
+    the last step. ``mode="shaped"`` adds potential-based shaping (Ng et al. 1999) with
+    the value of the piece so far as the potential, taken every ``every`` steps (default
+    0: at the end of every bar): at each step gamma · phi(next) − phi(now), plus the whole
+    piece's value at the end. With ``gamma=1`` (default) that pays the change in value at
+    each checkpoint and the episode total equals terminal mode's; with ``gamma`` set to the
+    agent's discount (e.g. 0.8 for the shipped PPO settings) the discounted optimum is
+    terminal mode's while the signal arrives where it is earned (a value paid only at the
+    end barely reaches the first steps through gamma 0.8). Scoring the piece so far costs
+    a feature computation per checkpoint. ``k`` (>= 0, default 1) sets the pessimism against
     over-optimising the model; ``scale`` multiplies the value.
 
     ``model``: path to a model JSON written by ``musicenv study fit``.
@@ -56,7 +60,7 @@ class PreferenceReward(RewardTerm):
     an ensemble's spread as an uncertainty penalty against reward over-optimisation.
     """
 
-    PARAMS = {"model": "", "k": 1.0, "mode": "terminal", "scale": 1.0, "every": 0}
+    PARAMS = {"model": "", "k": 1.0, "mode": "terminal", "scale": 1.0, "every": 0, "gamma": 1.0}
 
     def validate(self) -> None:
         m = self.params["model"]
@@ -68,6 +72,8 @@ class PreferenceReward(RewardTerm):
         every = self.params["every"]
         if every < 0 or int(every) != every:
             raise RewardSpecError(f"preference: every must be a whole number of steps >= 0 (0: a bar), got {every!r}")
+        if not 0.0 < self.params["gamma"] <= 1.0:
+            raise RewardSpecError(f"preference: gamma must be in (0, 1], got {self.params['gamma']!r}")
         if self.params["mode"] not in _MODES:
             raise RewardSpecError(f"preference: mode must be one of {', '.join(_MODES)}, got {self.params['mode']!r}")
 
@@ -107,12 +113,19 @@ class PreferenceReward(RewardTerm):
             if rows.size:
                 out[rows] = self._values(batch, rows, actions, t)
             return out
+        # Potential-based shaping (Ng et al. 1999): F = gamma * phi(s') - phi(s), with phi the value
+        # of the piece at the latest checkpoint, 0 before the first and after the end, plus the
+        # value of the whole piece at the end. gamma = 1: plain differences, summing to that value.
         every = int(self.params["every"]) or int(batch.consts[K_STEPS_PER_BAR])
-        rows = np.flatnonzero(active & (((t + 1) % every == 0) | last))
+        gamma = float(self.params["gamma"])
+        check = active & ((t + 1) % every == 0) & ~last
+        rows = np.flatnonzero(check | last)
+        if gamma < 1.0:
+            out[active] = (gamma - 1.0) * self._prev[active]
         if rows.size:
             v = self._values(batch, rows, actions, t)
-            out[rows] = v - self._prev[rows]
-            self._prev[rows] = v
+            out[rows] = np.where(last[rows], v, gamma * v) - self._prev[rows]
+            self._prev[rows] = np.where(last[rows], 0.0, v)
         return out
 
     def __getstate__(self) -> dict:
