@@ -667,3 +667,14 @@ def test_ppo_with_the_preference_term_raises_the_hidden_utility(tmp_path):
         pieces = compose_on_contexts(f"run:{tmp_path / name}", contexts, seed=0)
         scores[name] = utility(pieces)
     assert scores["preference"].mean() > scores["theory"].mean() + 1.0, {k: v.mean() for k, v in scores.items()}
+
+
+@pytest.mark.slow
+def test_prior_feature_group_scores_a_scale_above_random_notes():
+    comps = varied_pieces(6, seed=0)
+    scale = Composition(np.array([t for p in (60, 62, 64, 65, 67, 65, 64, 62) for t in (p - 46, 1, 1, 1)] * 2),
+                        "C major", "4/4")
+    names, X = piece_features([scale, *comps], ("prior",))
+    assert names[0] == "prior.mean_log_prob" and X.shape == (7, len(names)) and len(names) > 1
+    assert np.isfinite(X).all()
+    assert X[0, 0] > np.median(X[1:, 0])  # a stepwise C major line is likelier under the prior
