@@ -666,7 +666,8 @@ def test_ppo_with_the_preference_term_raises_the_hidden_utility(tmp_path):
                "eval_freq": 0, "checkpoint_freq": 0, "final_episodes": 10, "baselines": [], "progress": False})
         pieces = compose_on_contexts(f"run:{tmp_path / name}", contexts, seed=0)
         scores[name] = utility(pieces)
-    assert scores["preference"].mean() > scores["theory"].mean() + 1.0, {k: v.mean() for k, v in scores.items()}
+    # measured (seed 0): -1.53 with theory alone, -0.35 with the preference term
+    assert scores["preference"].mean() > scores["theory"].mean() + 0.5, {k: v.mean() for k, v in scores.items()}
 
 
 @pytest.mark.slow

@@ -44,15 +44,17 @@ class PreferenceReward(RewardTerm):
     (a piece 1 higher is preferred with probability 0.73; 0 is the study's average piece);
     see :mod:`musicenv.study.fit`. Range: unbounded in principle, in practice within a few
     units of 0 for pieces like the study's. ``mode="terminal"`` (default) pays it once, at
-    the last step. ``mode="shaped"`` adds potential-based shaping (Ng et al. 1999) with
-    the value of the piece so far as the potential, taken every ``every`` steps (default
-    0: at the end of every bar): at each step gamma · phi(next) − phi(now), plus the whole
-    piece's value at the end. With ``gamma=1`` (default) that pays the change in value at
-    each checkpoint and the episode total equals terminal mode's; with ``gamma`` set to the
-    agent's discount (e.g. 0.8 for the shipped PPO settings) the discounted optimum is
-    terminal mode's while the signal arrives where it is earned (a value paid only at the
-    end barely reaches the first steps through gamma 0.8). Scoring the piece so far costs
-    a feature computation per checkpoint. ``k`` (>= 0, default 1) sets the pessimism against
+    the last step. ``mode="shaped"`` pays as it goes: with the value of the piece so far
+    as a potential phi, taken every ``every`` steps (default 0: at the end of every bar),
+    each step pays gamma · phi(next) − phi(now), and the last step adds the whole piece's
+    value. With ``gamma=1`` (default) that is the change in value at each checkpoint and
+    the episode total equals terminal mode's; this is what raised the hidden utility of
+    simulated raters under PPO's gamma 0.8 (README, "Listening study"), where a value paid
+    only at the end barely reaches the first steps. ``gamma`` < 1 is potential-based
+    shaping in the strict sense (Ng et al. 1999): the return discounted by ``gamma`` equals
+    terminal mode's, so the agent's optimum is unchanged, but for gamma 0.8 over 64 steps
+    that optimum hardly depends on the value at all. Scoring the piece so far costs a
+    feature computation per checkpoint. ``k`` (>= 0, default 1) sets the pessimism against
     over-optimising the model; ``scale`` multiplies the value.
 
     ``model``: path to a model JSON written by ``musicenv study fit``.
