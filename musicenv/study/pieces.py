@@ -11,7 +11,8 @@ Sources are those of ``musicenv compose`` (``random``, ``rule``, ``prior``, ``ga
 a run directory given as a bare path (the same as ``run:DIR``), and ``corpus:NAME`` for
 real melodies (``corpus:bach``, ``corpus:essen``, a file or folder, as
 :func:`musicenv.corpus.load` takes). With a corpus source the contexts *come from* the
-corpus: each is an excerpt of ``n_bars`` bars of a held-out melody (test split, seed 0),
+corpus: each is an excerpt of ``n_bars`` bars of a held-out melody (test split of
+``corpus.split(seed=0)``, then the valid and training splits if it has too few),
 whose key it keeps and whose harmony is reduced to the chord on each bar's downbeat; the
 other sources then write over that same progression, and the corpus piece plays over it
 too. Without one, keys are drawn uniformly from the 24 and progressions from
@@ -130,12 +131,16 @@ def corpus_contexts(name: str, n: int, *, n_bars: int, meter: str, seed: int,
         raise StudySpecError(f"corpus source {name!r}: {e}") from e
     bar = Meter.parse(meter).steps_per_bar(corpus[0].grid.steps_per_quarter)
     split = corpus.split(seed=0)
-    pool = [m for part in (split.test, split.valid, split.train) for m in part]
-    fits = []
-    for m in pool:
-        start = bar if m.pickup_steps else 0
-        if m.meter == meter and m.n_steps >= start + n_bars * bar:
-            fits.append((m, start))
+    fits: list[tuple[Any, int]] = []
+    # Held-out melodies first (the prior and n-gram models were fitted on the training split);
+    # the valid and training splits only when the test split has too few that fit.
+    for part in (split.test, split.valid, split.train):
+        for m in part:
+            start = bar if m.pickup_steps else 0
+            if m.meter == meter and m.n_steps >= start + n_bars * bar:
+                fits.append((m, start))
+        if len(fits) >= n:
+            break
     if len(fits) < n:
         raise StudySpecError(f"corpus {name!r} has {len(fits)} melodies in {meter} with {n_bars} full bars; "
                              f"{n} contexts were asked for")
