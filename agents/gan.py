@@ -113,7 +113,15 @@ from agents.checkpoint import (
     write_checkpoint,
 )
 from musicenv.encoding import DEFAULT_GRID, FIRST_PITCH_TOKEN, HOLD, REST, TokenGrid
-from musicenv.theory import N_KEYS, N_QUALITIES, NO_CHORD, Meter, transpose_chords, transpose_key
+from musicenv.theory import (
+    CHORD_FEATURES,
+    N_KEYS,
+    N_QUALITIES,
+    NO_CHORD,
+    Meter,
+    transpose_chords,
+    transpose_key,
+)
 from rewards.base import RewardSpecError, RewardTerm
 
 __all__ = ["GANConfig", "Generator", "Critic", "MelodyGAN", "CheckpointError", "SegmentSet", "GANTrainResult",
@@ -128,9 +136,6 @@ CHECKPOINT_FORMAT = "musicenv.gan"
 DEFAULT_GAN = Path(__file__).resolve().parent / "pretrained" / "gan_bach.pt"
 CONDITIONS = ("key", "chord")
 RELAXATIONS = ("st_gumbel", "softmax")
-#: Width of a chord's encoding: root one-hot (12), quality one-hot, "no chord" flag.
-CHORD_FEATURES = 12 + N_QUALITIES + 1
-
 
 class CheckpointError(ValueError):
     """A GAN checkpoint is missing, corrupt, of another format, or does not match."""
@@ -688,7 +693,7 @@ def train(model: MelodyGAN, data: SegmentSet, valid: SegmentSet | None = None, *
     ``checkpoint_path``, saved there after every improvement. ``log_dir`` gets
     TensorBoard scalars. Shows a tqdm progress bar.
     """
-    from tqdm.auto import tqdm
+    from musicenv.progress import progress_bar  # tqdm on a terminal, lines in a pipe
 
     if len(data) < 2:
         raise ValueError("need at least 2 training segments")
@@ -737,7 +742,7 @@ def train(model: MelodyGAN, data: SegmentSet, valid: SegmentSet | None = None, *
                 model.save(checkpoint_path, training_progress={"step": step, "valid": res})
 
     model.train()
-    bar = tqdm(total=max_steps, desc="train-gan", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=max_steps, desc="train-gan", unit="step", disable=not progress, dynamic_ncols=True)
     step = 0
     logs: dict[str, float] = {}
     try:

@@ -74,7 +74,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 #: parsers whose ``func(args) -> int`` runs the command. They are imported when the
 #: parser is built, so they must import heavy dependencies (torch, SB3) inside ``func``.
 COMMAND_MODULES: tuple[str, ...] = ("musicenv.compose", "agents.train", "agents.gan_cli", "agents.prior_cli", "experiments.throughput", "experiments.benchmark",
-                                   "experiments.main_job", "experiments.rl_tuner_table")
+                                   "experiments.main_job", "experiments.rl_tuner_table", "musicenv.study.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,9 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError) as e:  # user errors: the message says what was wrong and what is accepted
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; what had finished is kept (files are written atomically)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

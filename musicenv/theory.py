@@ -33,6 +33,8 @@ __all__ = [
     "N_QUALITIES",
     "N_CHORDS",
     "NO_CHORD",
+    "N_PITCH_CLASSES",
+    "CHORD_FEATURES",
     "KEY_SCALE_MASK",
     "KEY_TONIC",
     "KEY_IS_MINOR",
@@ -51,9 +53,9 @@ __all__ = [
     "parse_roman",
     "resolve_progression",
     "chord_name",
-    "transpose_chords",
     "transpose_key",
     "COMMON_PROGRESSIONS",
+    "transpose_chords",
 ]
 
 
@@ -96,6 +98,13 @@ QUALITIES: tuple[str, ...] = tuple(QUALITY_INTERVALS)
 N_QUALITIES = len(QUALITIES)
 N_CHORDS = 12 * N_QUALITIES
 NO_CHORD = N_CHORDS  # code for "no chord" (N.C.)
+
+# ---- widths of the one-hot encodings in observations and model inputs (their one home)
+#: Pitch classes in an octave: the width of every pitch-class one-hot.
+N_PITCH_CLASSES = 12
+#: Width of one chord's encoding: root one-hot (N_PITCH_CLASSES), quality one-hot
+#: (N_QUALITIES, ``QUALITIES`` order), "no chord" flag (1). A key's one-hot is N_KEYS wide.
+CHORD_FEATURES = N_PITCH_CLASSES + N_QUALITIES + 1
 
 # Suffixes used when printing chord symbols, and every spelling accepted when parsing.
 _QUALITY_SUFFIX = {
@@ -165,6 +174,14 @@ INTERVAL_CONSONANCE: np.ndarray = _T["INTERVAL_CONSONANCE"]
 for _a in _T.values():
     _a.setflags(write=False)
 del _T, _a
+
+
+def transpose_chords(codes, shift: int) -> np.ndarray:
+    """Chord codes moved by ``shift`` semitones (roots mod 12, qualities kept); ``NO_CHORD``
+    stays. Returns a new int64 array of ``codes``' shape."""
+    codes = np.asarray(codes, dtype=np.int64)
+    moved = ((CHORD_ROOT[codes] + shift) % N_PITCH_CLASSES) * N_QUALITIES + CHORD_QUALITY[codes]
+    return np.where(codes == NO_CHORD, NO_CHORD, moved)
 
 
 _PC_RE = re.compile(r"^([A-Ga-g])([#b♯♭]*)")
@@ -417,20 +434,6 @@ def resolve_progression(progression, key: str | int | Key) -> list[int]:
                     f"progression item {item!r} is neither a roman numeral (I..VII, i..vii) nor a chord symbol: {e}"
                 ) from None
     return codes
-
-
-def transpose_chords(chords, shift: int) -> np.ndarray:
-    """Chord codes moved by ``shift`` semitones: each root moves, the quality stays, and
-    ``NO_CHORD`` (or any code outside ``0..N_CHORDS-1``) is left as it is. Returns an
-    int64 array of the same shape.
-
-    >>> [chord_name(int(c)) for c in transpose_chords([parse_chord("G7"), NO_CHORD], 2)]
-    ['A7', 'N.C.']
-    """
-    chords = np.asarray(chords, dtype=np.int64)
-    root, quality = chords // N_QUALITIES, chords % N_QUALITIES
-    moved = ((root + int(shift)) % 12) * N_QUALITIES + quality
-    return np.where((chords >= 0) & (chords < N_CHORDS), moved, chords)
 
 
 def transpose_key(key: int, shift: int) -> int:
