@@ -33,5 +33,18 @@ _register(
     vector_entry_point="musicenv.envs.harmonization:HarmonizationVectorEnv",
 )
 
+# Jam: the two single-agent views of the PettingZoo duet musicenv.jam_v0.
+_register(
+    id="JamChords-v0",
+    entry_point="musicenv.envs.jam:JamChordsEnv",
+    vector_entry_point="musicenv.envs.jam:JamChordsVectorEnv",
+)
+
+_register(
+    id="JamMelody-v0",
+    entry_point="musicenv.envs.jam:JamMelodyEnv",
+    vector_entry_point="musicenv.envs.jam:JamMelodyVectorEnv",
+)
+
 #: Every environment id this package registers.
-ENV_IDS = ("MusicComposition-v0", "Counterpoint-v0", "Harmonization-v0")
+ENV_IDS = ("MusicComposition-v0", "Counterpoint-v0", "Harmonization-v0", "JamChords-v0", "JamMelody-v0")
