@@ -113,7 +113,7 @@ from agents.checkpoint import (
     write_checkpoint,
 )
 from musicenv.encoding import DEFAULT_GRID, FIRST_PITCH_TOKEN, HOLD, REST, TokenGrid
-from musicenv.theory import N_KEYS, N_QUALITIES, NO_CHORD, Meter
+from musicenv.theory import CHORD_FEATURES, N_KEYS, N_QUALITIES, NO_CHORD, Meter
 from rewards.base import RewardSpecError, RewardTerm
 
 __all__ = ["GANConfig", "Generator", "Critic", "MelodyGAN", "CheckpointError", "SegmentSet", "GANTrainResult",
@@ -128,9 +128,6 @@ CHECKPOINT_FORMAT = "musicenv.gan"
 DEFAULT_GAN = Path(__file__).resolve().parent / "pretrained" / "gan_bach.pt"
 CONDITIONS = ("key", "chord")
 RELAXATIONS = ("st_gumbel", "softmax")
-#: Width of a chord's encoding: root one-hot (12), quality one-hot, "no chord" flag.
-CHORD_FEATURES = 12 + N_QUALITIES + 1
-
 
 class CheckpointError(ValueError):
     """A GAN checkpoint is missing, corrupt, of another format, or does not match."""

@@ -80,7 +80,7 @@ class raw_env(ParallelEnv):  # noqa: N801  (PettingZoo's naming)
                  n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
                  max_pitch: int = 83, history_length: int = 8, tempo: float = 100.0,
                  render_mode: str | None = None) -> None:
-        from musicenv.envs.batched import _resolve_keys
+        from musicenv.envs.music_composition import _resolve_keys
         from musicenv.envs.jam import Duet
 
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

@@ -127,7 +127,7 @@ def test_bad_use_raises_clear_errors():
     venv.reset()
     with pytest.raises(ActionError, match="outside the action space"):
         venv.step(np.array([2, 38]))
-    with pytest.raises(ActionError, match="expected 2 integer token"):
+    with pytest.raises(ActionError, match="expected 2 integer action"):
         venv.step(np.array([2, 3, 4]))
     with pytest.raises(AttributeError):
         venv.get_attr("no_such_attribute")

@@ -18,17 +18,16 @@ import numpy as np
 from gymnasium import spaces
 
 from musicenv.composition import Composition
-from musicenv.core import C_END, C_LAST_PITCH, C_EVENT_START, C_T, K_VOCAB, CompositionBatch, commit_kernel
+from musicenv.core import C_END, C_EVENT_START, C_LAST_PITCH, C_T, CompositionBatch
 from musicenv.encoding import FIRST_PITCH_TOKEN, HOLD, REST, TokenGrid
 from musicenv.envs.batched import (
-    CHORD_FEATURES,
     ActionError,
     BatchedComposer,
+    EpisodeContext,
     SingleComposerEnv,
     VectorComposerEnv,
-    _resolve_keys,
-    check_reset_options,
 )
+from musicenv.envs.music_composition import _resolve_keys
 from musicenv.jam import (
     CHORD_HOLD,
     N_CHORD_TOKENS,
@@ -39,15 +38,26 @@ from musicenv.jam import (
     chord_token_name,
     transpose_melody,
 )
-from musicenv.theory import CHORD_QUALITY, CHORD_ROOT, N_CHORDS, N_KEYS, N_QUALITIES, NO_CHORD, Key, Meter
+from musicenv.theory import (
+    CHORD_FEATURES,
+    CHORD_QUALITY,
+    CHORD_ROOT,
+    N_CHORDS,
+    N_KEYS,
+    N_PITCH_CLASSES,
+    N_QUALITIES,
+    NO_CHORD,
+    Key,
+    Meter,
+)
 
 __all__ = ["Duet", "JamChordsEnv", "JamChordsVectorEnv", "JamMelodyEnv", "JamMelodyVectorEnv",
            "CHORD_TOKEN_FEATURES", "held_out_melodies"]
 
 #: Width of one chord token in the observation: root (12), quality (N_QUALITIES),
 #: N.C., HOLD, BEGIN (padding before the first step).
-CHORD_TOKEN_FEATURES = 12 + N_QUALITIES + 3
-_NC_COL, _HOLD_COL, _BEGIN_COL = 12 + N_QUALITIES, 12 + N_QUALITIES + 1, 12 + N_QUALITIES + 2
+CHORD_TOKEN_FEATURES = N_PITCH_CLASSES + N_QUALITIES + 3
+_NC_COL, _HOLD_COL, _BEGIN_COL = CHORD_TOKEN_FEATURES - 3, CHORD_TOKEN_FEATURES - 2, CHORD_TOKEN_FEATURES - 1
 
 
 def _chord_token_table() -> np.ndarray:
@@ -56,7 +66,7 @@ def _chord_token_table() -> np.ndarray:
     table[CHORD_HOLD, _HOLD_COL] = 1
     for code in range(N_CHORDS):
         table[FIRST_PITCH_TOKEN + code, CHORD_ROOT[code]] = 1
-        table[FIRST_PITCH_TOKEN + code, 12 + CHORD_QUALITY[code]] = 1
+        table[FIRST_PITCH_TOKEN + code, N_PITCH_CLASSES + CHORD_QUALITY[code]] = 1
     table[N_CHORD_TOKENS, _BEGIN_COL] = 1
     return table
 
@@ -65,7 +75,7 @@ _CHORD_TOKEN_TABLE = _chord_token_table()
 _CHORD_TABLE = np.zeros((NO_CHORD + 1, CHORD_FEATURES), dtype=np.float32)  # a sounding chord code
 for _c in range(N_CHORDS):
     _CHORD_TABLE[_c, CHORD_ROOT[_c]] = 1
-    _CHORD_TABLE[_c, 12 + CHORD_QUALITY[_c]] = 1
+    _CHORD_TABLE[_c, N_PITCH_CLASSES + CHORD_QUALITY[_c]] = 1
 _CHORD_TABLE[NO_CHORD, CHORD_FEATURES - 1] = 1
 
 
@@ -113,10 +123,9 @@ class Duet:
         B, T = batch_size, self.n_steps
         self.batch_size = B
         self.melody = CompositionBatch(B, T, self.grid, self.meter)
-        # the chords part: tokens 0 N.C., 1 HOLD, 2 + chord code; "pitch" of a token = its chord code
-        self.chords = CompositionBatch(B, T, TokenGrid(0, 127, steps_per_quarter), self.meter)
-        self.chords.pitch_of = np.concatenate([[-1, -1], np.arange(N_CHORDS)]).astype(np.int64)
-        self.chords.consts[K_VOCAB] = N_CHORD_TOKENS
+        # the chords part: tokens 0 N.C., 1 HOLD, 2 + chord code; the "pitch" of a token is its chord code
+        self.chords = CompositionBatch(B, T, self.grid, self.meter,
+                                       token_pitch=np.concatenate([[-1, -1], np.arange(N_CHORDS)]))
         self.jam = JamState(B, T)
         self.melody.jam = self.chords.jam = self.jam
         self.rewards = {"melody": rewards.make(melody_reward), "chords": rewards.make(chords_reward)}
@@ -195,9 +204,24 @@ class Duet:
 
     def play(self, melody_tokens: np.ndarray, chord_tokens: np.ndarray, active: np.ndarray | None = None
              ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Score and commit step t of both parts where ``active`` (default all); chord
-        tokens must be legal (see :meth:`legal_chords`). Returns {agent: (term values
-        (B, n_terms), reward (B,))}."""
+        """:meth:`score`, then :meth:`commit`: one step of both parts."""
+        out = self.score(melody_tokens, chord_tokens, active)
+        self.commit(melody_tokens, chord_tokens, active)
+        return out
+
+    def commit(self, melody_tokens: np.ndarray, chord_tokens: np.ndarray, active: np.ndarray | None = None) -> None:
+        """Append step t of both parts where ``active`` (after :meth:`score`)."""
+        if active is None:
+            active = self.melody.all_active
+        self.melody.commit(melody_tokens, active)
+        self.chords.commit(chord_tokens, active)
+
+    def score(self, melody_tokens: np.ndarray, chord_tokens: np.ndarray, active: np.ndarray | None = None
+              ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Write step t of both parts into the shared state and score it for both agents
+        where ``active`` (default all), before either is committed; chord tokens must be
+        legal (see :meth:`legal_chords`). Returns {agent: (term values (B, n_terms),
+        reward (B,))}."""
         if active is None:
             active = self.melody.all_active
         j, rows = self.jam, self._rows[active]
@@ -214,11 +238,8 @@ class Duet:
         self.melody.chords[rows, t] = chord
         self.chords.chords[rows, t] = chord
         self.chords.voice[rows, t] = pitch
-        out = {"melody": self.rewards["melody"].step(self.melody, melody_tokens, active),
-               "chords": self.rewards["chords"].step(self.chords, chord_tokens, active)}
-        commit_kernel(melody_tokens, active, self.melody.tokens, self.melody.core, self.melody.pitch_of)
-        commit_kernel(chord_tokens, active, self.chords.tokens, self.chords.core, self.chords.pitch_of)
-        return out
+        return {"melody": self.rewards["melody"].step(self.melody, melody_tokens, active),
+                "chords": self.rewards["chords"].step(self.chords, chord_tokens, active)}
 
     # -- observations -------------------------------------------------------------------
     def _window(self, tokens: np.ndarray, begin: int) -> np.ndarray:
@@ -367,42 +388,57 @@ class _RunPolicy:
 
 # ------------------------------------------------------------------------------ single-agent cores
 class _JamView(BatchedComposer):
-    """One agent of a :class:`Duet` as a batched composer (the other played by a partner)."""
+    """One agent of a :class:`Duet` as a task on the env core's hooks; the other agent is
+    played by a partner. The driver's batch and reward are this agent's; the hooks
+    reset, score and commit the whole duet (both parts, both rewards)."""
 
     agent = ""
 
     def __init__(self, batch_size: int, *, reward: Any = None, partner_reward: Any = None, key: Any = "random",
                  n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
                  max_pitch: int = 83, history_length: int = 8, tempo: float = 100.0) -> None:
-        if not (isinstance(tempo, (int, float)) and tempo > 0):
-            raise ValueError(f"tempo must be a positive number of quarter notes per minute, got {tempo!r}")
         own = reward if reward is not None else f"jam_{self.agent}"
         other = "melody" if self.agent == "chords" else "chords"
         rw = {f"{self.agent}_reward": own, f"{other}_reward": partner_reward or f"jam_{other}"}
         self.duet = Duet(batch_size, n_bars=n_bars, meter=meter, steps_per_quarter=steps_per_quarter,
                          min_pitch=min_pitch, max_pitch=max_pitch, history_length=history_length, **rw)
         d = self.duet
-        self.grid, self.meter, self.tempo = d.grid, d.meter, float(tempo)
-        self.steps_per_bar, self.n_steps, self.n_bars = d.steps_per_bar, d.n_steps, d.n_bars
-        self.reward = d.rewards[self.agent]
-        self.batch = d.melody if self.agent == "melody" else d.chords
+        self.steps_per_bar, self.n_bars = d.steps_per_bar, d.n_bars
         self.keys = np.array(_resolve_keys(key), dtype=np.int64)
-        self.set_observation_layout(d.obs_shapes[self.agent])
-        self.prior = None
         self.info: list[dict[str, Any]] = [{} for _ in range(batch_size)]
+        self._partner = np.zeros(batch_size, dtype=np.int64)  # the partner's token at this step
+        batch = d.melody if self.agent == "melody" else d.chords
+        super().__init__(batch, reward=d.rewards[self.agent], tempo=tempo,
+                         n_actions=N_CHORD_TOKENS if self.agent == "chords" else d.grid.vocab_size)
+        self.grid = d.grid  # the melody's grid (the chords batch shares it)
 
-    def single_action_space(self) -> spaces.Discrete:
-        return spaces.Discrete(N_CHORD_TOKENS if self.agent == "chords" else self.grid.vocab_size)
+    # -- hooks ----------------------------------------------------------------------------
+    def observation_layout(self) -> dict[str, tuple[int, ...]]:
+        return self.duet.obs_shapes[self.agent]
 
-    def _flat(self) -> np.ndarray:
+    def observe(self, out: np.ndarray) -> None:
         obs = self.duet.observe(self.agent)
-        return np.concatenate([obs[k].reshape(self.duet.batch_size, -1) for k in self.obs_shapes], axis=1)
+        o = 0
+        for k in self.obs_shapes:
+            block = obs[k].reshape(self.duet.batch_size, -1)
+            out[:, o:o + block.shape[1]] = block
+            o += block.shape[1]
 
-    def observe_flat(self) -> np.ndarray:
-        return self._flat()
+    def _reset_duet(self, index: np.ndarray, keys: np.ndarray) -> EpisodeContext:
+        mask = np.zeros(self.duet.batch_size, dtype=bool)
+        mask[index] = True
+        self.duet.reset(mask, keys)
+        b = self.batch
+        return EpisodeContext(keys, chords=b.chords[index].copy(), voice=b.voice[index].copy())
 
-    def finished(self) -> np.ndarray:
-        return self.duet.finished()
+    def score(self, tokens: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mel, chd = (tokens, self._partner) if self.agent == "melody" else (self._partner, tokens)
+        self._step = (mel, chd)
+        return self.duet.score(mel, chd, active)[self.agent]
+
+    def commit_observe(self, tokens: np.ndarray, active: np.ndarray, out: np.ndarray) -> None:
+        self.duet.commit(*self._step, active)
+        self.observe(out)
 
     def reset_info(self, index: int) -> dict[str, Any]:
         return dict(self.info[index])
@@ -410,26 +446,12 @@ class _JamView(BatchedComposer):
     def action_masks(self) -> np.ndarray:
         return self.duet.chord_masks() if self.agent == "chords" else self.duet.melody_masks()
 
-    def check_actions(self, actions: Any, n: int) -> np.ndarray:
-        arr = np.asarray(actions)
-        if arr.shape == (n,) and np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        N = int(self.single_action_space().n)
-        if arr.shape != (n,) or arr.dtype.kind not in "iu" or arr.min(initial=0) < 0 or arr.max(initial=0) >= N:
-            what = ("chord tokens (0 N.C., 1 HOLD, 2 + root * 11 + quality)" if self.agent == "chords"
-                    else "melody tokens (0 REST, 1 HOLD, 2.. NOTE_ON)")
-            raise ActionError(f"action(s) {actions!r} outside the action space; accepted: {n} integer(s) in "
-                              f"0..{N - 1}, {what}")
-        return np.ascontiguousarray(arr.astype(np.int64, copy=False))
+    def describe_actions(self) -> str:
+        return ("chord tokens: 0 N.C., 1 HOLD, 2 + root * 11 + quality" if self.agent == "chords"
+                else "melody tokens: 0 REST, 1 HOLD, 2.. NOTE_ON")
 
     def composition(self, index: int) -> Composition:
         return self.duet.composition(index, self.tempo)
-
-    def render(self, index: int, mode: str):
-        from musicenv.render import render_ansi, render_rgb
-
-        comp = self.composition(index)
-        return render_ansi(comp, n_steps=self.n_steps) if mode == "ansi" else render_rgb(comp, n_steps=self.n_steps)
 
 
 class JamChordsComposer(_JamView):
@@ -437,6 +459,7 @@ class JamChordsComposer(_JamView):
     user's MIDI/MusicXML/ABC file, or a trained melody run."""
 
     agent = "chords"
+    RESET_OPTIONS = ("melody", "key", "transpose", "transpose_bar", "start_bar")
 
     def __init__(self, batch_size: int, *, partner: Any = "bach", split: str = "test", **kwargs: Any) -> None:
         super().__init__(batch_size, **kwargs)
@@ -446,20 +469,17 @@ class JamChordsComposer(_JamView):
         self.pool = [] if self.partner_run else held_out_melodies(partner, d.grid, d.meter, d.n_steps, split)
         self.given = np.zeros((batch_size, d.n_steps), dtype=np.int64)  # the partner's melody per composition
 
-    def reset(self, mask: np.ndarray, rng: np.random.Generator, options: dict | None) -> None:
-        opts = dict(options or {})
-        check_reset_options(opts, ("melody", "key", "transpose", "transpose_bar", "start_bar"))
-        idx = np.flatnonzero(mask)
-        d = self.duet
-        keys = np.zeros(len(idx), dtype=np.int64)
-        for j, b in enumerate(idx):
+    def draw_context(self, index: np.ndarray, rng: np.random.Generator, options: dict) -> EpisodeContext:
+        keys = np.zeros(len(index), dtype=np.int64)
+        for j, b in enumerate(index):
             if self.partner_run is not None:
-                k = int(self.keys[rng.integers(len(self.keys))]) if opts.get("key") is None else _parse_key(opts["key"])
+                k = int(self.keys[rng.integers(len(self.keys))]) if options.get("key") is None \
+                    else _parse_key(options["key"])
                 keys[j] = k
                 self.info[b] = {"key": Key.from_index(k).name, "melody": "run"}
                 continue
-            keys[j], self.given[b], self.info[b] = self._melody(rng, opts)
-        d.reset(mask, keys)
+            keys[j], self.given[b], self.info[b] = self._melody(rng, options)
+        return self._reset_duet(index, keys)
 
     def _melody(self, rng: np.random.Generator, opts: dict) -> tuple[int, np.ndarray, dict]:
         d = self.duet
@@ -484,33 +504,27 @@ class JamChordsComposer(_JamView):
         s0 = start_bar * d.steps_per_bar
         toks = np.array(m.tokens[s0:s0 + d.n_steps], dtype=np.int64)
         if toks[0] == HOLD:  # a cold start inside a note: the partner strikes it anew
-            pitch = next((int(x) for x in m.tokens[s0::-1] if x != HOLD), REST)
-            toks[0] = pitch
+            toks[0] = next((int(x) for x in m.tokens[s0::-1] if x != HOLD), REST)
         key = m.key
         if opts.get("key") is not None:
             k = _parse_key(opts["key"])
-            shift = ((k % 12 - m.key % 12) + 6) % 12 - 6
             if (k >= 12) != (m.key >= 12):
                 raise JamError(f"{m.id} is in {Key.from_index(m.key).name}; it can be transposed to a "
                                f"{'minor' if m.key >= 12 else 'major'} key only")
+            shift = ((k % 12 - m.key % 12) + 6) % 12 - 6
             toks, key = transpose_melody(toks, d.grid, shift), k
         if opts.get("transpose"):
             at = int(opts.get("transpose_bar", 4)) * d.steps_per_bar
             toks = transpose_melody(toks, d.grid, int(opts["transpose"]), at)
-        info = {"key": Key.from_index(key).name, "melody": m.id}
-        return key, toks, info
+        return key, toks, {"key": Key.from_index(key).name, "melody": m.id}
 
-    def step_observe(self, actions: np.ndarray, active: np.ndarray | None = None):
+    def action_tokens(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
         d = self.duet
-        if active is None:
-            active = self.batch.all_active
-        chords = d.legal_chords(actions)
         if self.partner_run is not None:
-            melody = self.partner_run.predict(d.observe("melody"), d.melody_masks())
+            self._partner = self.partner_run.predict(d.observe("melody"), d.melody_masks())
         else:
-            melody = self.given[d._rows, np.minimum(d.t, d.n_steps - 1)]
-        values, total = d.play(melody, chords, active)["chords"]
-        return values, total, self._flat()
+            self._partner = self.given[d._rows, np.minimum(d.t, d.n_steps - 1)]
+        return d.legal_chords(actions)
 
 
 class JamMelodyComposer(_JamView):
@@ -518,6 +532,7 @@ class JamMelodyComposer(_JamView):
     ``"random"`` (:class:`RandomAccompanist`) or a trained chords run."""
 
     agent = "melody"
+    RESET_OPTIONS = ("key",)
 
     def __init__(self, batch_size: int, *, partner: Any = "rule", **kwargs: Any) -> None:
         super().__init__(batch_size, **kwargs)
@@ -534,34 +549,28 @@ class JamMelodyComposer(_JamView):
             raise JamError(f"unknown chord partner {partner!r}; accepted: 'rule', 'random' or a run directory of a "
                            "JamChords-v0 agent")
 
-    def reset(self, mask: np.ndarray, rng: np.random.Generator, options: dict | None) -> None:
-        opts = dict(options or {})
-        check_reset_options(opts, ("key",))
-        idx = np.flatnonzero(mask)
-        keys = self.keys[rng.integers(0, len(self.keys), size=len(idx))]
-        if opts.get("key") is not None:
-            keys[:] = _parse_key(opts["key"])
-        for j, b in enumerate(idx):
+    def draw_context(self, index: np.ndarray, rng: np.random.Generator, options: dict) -> EpisodeContext:
+        keys = self.keys[rng.integers(0, len(self.keys), size=len(index))]
+        if options.get("key") is not None:
+            keys[:] = _parse_key(options["key"])
+        for j, b in enumerate(index):
             self.info[b] = {"key": Key.from_index(int(keys[j])).name}
         if isinstance(self.accompanist, RandomAccompanist):
             self.accompanist.rng = np.random.default_rng(rng.integers(2**63))
-        self.duet.reset(mask, keys)
+        return self._reset_duet(index, keys)
 
-    def step_observe(self, actions: np.ndarray, active: np.ndarray | None = None):
+    def action_tokens(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
         d = self.duet
-        if active is None:
-            active = self.batch.all_active
         if self.partner_run is not None:
-            chords = d.legal_chords(self.partner_run.predict(d.observe("chords"), d.chord_masks()))
+            chords = self.partner_run.predict(d.observe("chords"), d.chord_masks())
         else:
             chords = np.zeros(d.batch_size, dtype=np.int64)
             for b in range(d.batch_size):
                 t = min(int(d.t[b]), d.n_steps - 1)
                 chords[b] = self.accompanist.act(d.jam.melody_tokens[b, :t], d.jam.chord_tokens[b, :t],
                                                  int(d.melody.key[b]))
-            chords = d.legal_chords(chords)
-        values, total = d.play(actions, chords, active)["melody"]
-        return values, total, self._flat()
+        self._partner = d.legal_chords(chords)
+        return actions
 
 
 def _parse_key(key: Any) -> int:
