@@ -60,7 +60,7 @@ __all__ = [
     "N_CHORD_TOKENS", "NO_CHORD_TOKEN", "CHORD_HOLD", "chord_token", "chord_token_name", "chord_action_mask",
     "sounding_chords", "sounding_pitches", "chord_tokens_from_track", "chord_onsets", "note_onsets",
     "note_in_chord", "note_in_chord_per_beat", "onset_interval_emd", "chord_lengths", "chord_length_entropy",
-    "progression_diversity", "recovery_beats", "jam_statistics", "ACCOMPANIMENT_CHORDS", "chord_fit",
+    "progression_diversity", "recovery_beats", "jam_statistics", "composition_statistics", "ACCOMPANIMENT_CHORDS", "chord_fit",
     "RuleAccompanist", "RandomAccompanist", "oracle_chords", "transpose_melody", "JamError",
 ]
 
@@ -115,14 +115,17 @@ def _check_tokens(tokens: Any, vocab: int, what: str) -> np.ndarray:
 def chord_action_mask(chord_tokens: np.ndarray, t: int, steps_per_beat: int) -> np.ndarray:
     """(N_CHORD_TOKENS,) bool: chord tokens allowed at step ``t`` after ``chord_tokens[:t]``.
 
-    Everything when no change was made yet in ``t``'s beat, else only HOLD; never HOLD
-    at step 0."""
+    Everything while the harmony has not changed yet in ``t``'s beat (striking the
+    sounding chord again is no change), else only HOLD; never HOLD at step 0."""
     mask = np.ones(N_CHORD_TOKENS, dtype=bool)
     if t == 0:
         mask[CHORD_HOLD] = False
         return mask
     beat_start = t - t % steps_per_beat
-    if np.any(np.asarray(chord_tokens[beat_start:t]) != CHORD_HOLD):
+    codes = sounding_chords(np.asarray(chord_tokens[:t]))
+    before = np.concatenate([[NO_CHORD], codes[:-1]])
+    changed = (codes != before) | (np.arange(t) == 0)
+    if changed[beat_start:t].any():
         mask[:] = False
         mask[CHORD_HOLD] = True
     return mask
@@ -169,8 +172,12 @@ def chord_tokens_from_track(codes: Any) -> np.ndarray:
 
 
 def chord_onsets(chord_tokens: Any) -> np.ndarray:
-    """Steps at which a chord is struck (tokens >= 2; N.C. is no onset)."""
-    return np.flatnonzero(_check_tokens(chord_tokens, N_CHORD_TOKENS, "chord tokens") >= FIRST_PITCH_TOKEN)
+    """Steps at which the harmony changes to a chord: a chord struck that differs from
+    the one sounding before (striking the sounding chord again is no change; N.C. is
+    no chord onset)."""
+    codes = sounding_chords(chord_tokens)
+    before = np.concatenate([[NO_CHORD], codes[:-1]])
+    return np.flatnonzero((codes != NO_CHORD) & (codes != before))
 
 
 def note_onsets(melody_tokens: Any) -> np.ndarray:
@@ -237,11 +244,14 @@ def onset_interval_emd(pairs: Iterable[tuple[Any, Any]], steps_per_beat: int, *,
 
 
 def chord_lengths(chord_tokens: Any) -> np.ndarray:
-    """Length in steps of every struck chord (until the next token other than HOLD)."""
-    toks = _check_tokens(chord_tokens, N_CHORD_TOKENS, "chord tokens")
-    changes = np.flatnonzero(toks != CHORD_HOLD).tolist() + [len(toks)]
-    return np.array([changes[i + 1] - s for i, s in enumerate(changes[:-1]) if toks[s] >= FIRST_PITCH_TOKEN],
-                    dtype=np.int64)
+    """Length in steps of every chord: each run of one sounding chord (a chord struck
+    again on itself continues it), N.C. excluded."""
+    codes = sounding_chords(chord_tokens)
+    if len(codes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    ends = np.concatenate([starts[1:], [len(codes)]])
+    return (ends - starts)[codes[starts] != NO_CHORD].astype(np.int64)
 
 
 def chord_length_entropy(chord_token_arrays: Iterable[Any]) -> float:
@@ -313,6 +323,19 @@ def jam_statistics(pairs: Sequence[tuple[Any, Any]], grid: TokenGrid, steps_per_
         "progression_diversity": progression_diversity(chords),
         "changes_per_4_beats": float(sum(len(chord_onsets(c)) for c in chords) / n_beats * 4),
     }
+
+
+def composition_statistics(compositions: Iterable[Any]) -> dict[str, float]:
+    """:func:`jam_statistics` of Jam compositions (``env.unwrapped.composition``: the
+    melody with the chords played as its chord track), keys prefixed ``jam/``. A chord
+    struck again on itself is not seen in a chord track, so it counts as held."""
+    comps = list(compositions)
+    if not comps:
+        raise JamError("no compositions to measure")
+    c0 = comps[0]
+    spb = c0.meter.steps_per_beat(c0.grid.steps_per_quarter)
+    pairs = [(c.tokens, chord_tokens_from_track(c.chords[:len(c.tokens)])) for c in comps]
+    return {f"jam/{k}": v for k, v in jam_statistics(pairs, c0.grid, spb).items()}
 
 
 # ------------------------------------------------------------------------------ accompanists

@@ -10,7 +10,12 @@ agent's :class:`~musicenv.core.CompositionBatch` as ``batch.jam`` with (B, T) ar
   :mod:`musicenv.jam`: 0 N.C., 1 HOLD, 2 + chord code), valid up to step t;
 * ``pitch``: the MIDI pitch the melody sounds at each step (-2 in a rest);
 * ``chord``: the chord code sounding at each step (``NO_CHORD`` under N.C.);
-* ``chord_start``: the step at which the sounding chord was struck (-1 if none).
+* ``chord_start``: the step at which the harmony last changed (the sounding chord, or
+  N.C., began; striking the sounding chord again does not change it), -1 before the start.
+
+A chord *change* (or onset) below is a step where ``chord_start == t`` and a chord
+sounds: striking the chord already sounding is no change, so re-striking one chord
+every beat cannot farm the onset terms or dodge the frozen-harmony penalty.
 
 So a pair term gives the same value in either agent's reward. They are plain numpy
 terms vectorised over the batch (the fused kernel's signature has no second part);
@@ -91,9 +96,9 @@ class JamNoteInChord(JamTerm):
 class JamOnsetAlignment(JamTerm):
     """Reward chord changes struck together with a melody note.
 
-    At a step where a chord is struck: +``bonus`` (default 1) when a melody note starts
-    at the same step, -``penalty`` (default 0.5) when the melody holds or rests;
-    0 on steps without a chord onset. Range [-penalty, bonus] per step. A pair term.
+    At a step where the harmony changes to a new chord: +``bonus`` (default 1) when a
+    melody note starts at the same step, -``penalty`` (default 0.5) when the melody
+    holds or rests; 0 on other steps (a chord struck again on itself included). Range [-penalty, bonus] per step. A pair term.
     Source: ReaLchords' temporal coherence (its reward models judge whether the two
     parts' onsets agree; its metric compares their onset-interval histograms).
     """
@@ -103,7 +108,7 @@ class JamOnsetAlignment(JamTerm):
     def step(self, batch, actions, active):
         rows, t = self._now(batch)
         j = batch.jam
-        struck = j.chord_tokens[rows, t] >= FIRST_PITCH_TOKEN
+        struck = (j.chord_start[rows, t] == t) & (j.chord[rows, t] != NO_CHORD)
         note = j.melody_tokens[rows, t] >= FIRST_PITCH_TOKEN
         return np.where(struck, np.where(note, self.params["bonus"], -self.params["penalty"]), 0.0)
 
@@ -112,7 +117,7 @@ class JamOnsetAlignment(JamTerm):
 class JamHarmonicRhythm(JamTerm):
     """Penalise harmony that is frozen (one chord for too long) or frantic (changes too fast).
 
-    When a chord is struck (or N.C. begins) after a chord that lasted less than
+    When the harmony changes (a new chord, or N.C.) after a chord that lasted less than
     ``min_beats`` beats (default 1): -``frantic`` (default 1). At the start of every beat
     at which the sounding chord has lasted ``max_beats`` beats (default 8) or more:
     -``frozen`` (default 1). 0 otherwise. Range [-(frantic + frozen), 0] per step.
@@ -132,10 +137,9 @@ class JamHarmonicRhythm(JamTerm):
         rows, t = self._now(batch)
         j = batch.jam
         spb = batch.consts[K_STEPS_PER_BEAT]
-        tok = j.chord_tokens[rows, t]
         prev_start = j.chord_start[rows, np.maximum(t - 1, 0)]
         prev_len = t - prev_start
-        change = (tok != 1) & (t > 0) & (prev_start >= 0)
+        change = (j.chord_start[rows, t] == t) & (t > 0) & (prev_start >= 0)
         frantic = change & (prev_len < self.params["min_beats"] * spb)
         start = j.chord_start[rows, t]
         held = np.where(start >= 0, t - start, 0)
@@ -187,7 +191,7 @@ class JamCadenceTogether(JamTerm):
 class JamDiatonicChord(JamTerm):
     """Reward striking chords of the key.
 
-    When a chord is struck: +``bonus`` (default 1) when all its tones belong to the key
+    When the harmony changes to a chord: +``bonus`` (default 1) when all its tones belong to the key
     (``musicenv.theory.KEY_SCALE_MASK``; in minor the raised 6th and 7th count), -``penalty``
     (default 1) otherwise; 0 on other steps. Range [-penalty, bonus]. A chords term.
     Source: diatonic harmony (Kostka & Payne, *Tonal Harmony*, ch. 4); a prior, not a
@@ -198,9 +202,9 @@ class JamDiatonicChord(JamTerm):
 
     def step(self, batch, actions, active):
         rows, t = self._now(batch)
-        tok = batch.jam.chord_tokens[rows, t]
-        struck = tok >= FIRST_PITCH_TOKEN
-        code = np.where(struck, tok - FIRST_PITCH_TOKEN, NO_CHORD)
+        j = batch.jam
+        code = j.chord[rows, t]
+        struck = (j.chord_start[rows, t] == t) & (code != NO_CHORD)
         return np.where(struck, np.where(_DIATONIC[batch.key, code], self.params["bonus"], -self.params["penalty"]), 0.0)
 
 

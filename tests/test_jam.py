@@ -24,6 +24,7 @@ from musicenv.jam import (
     chord_action_mask,
     chord_length_entropy,
     chord_lengths,
+    chord_onsets,
     chord_token,
     chord_token_name,
     jam_statistics,
@@ -98,6 +99,19 @@ def test_chord_lengths_entropy_and_diversity_exact():
     assert progression_diversity([seq]) == pytest.approx(2 / 3)  # (C,G), (G,C), (C,G)
     assert progression_diversity([np.array([C, H, C, H])]) != progression_diversity([seq])
     assert math.isnan(progression_diversity([np.array([C, H, H, H])]))
+
+
+def test_striking_the_sounding_chord_again_is_no_change():
+    # a chord struck again on itself every beat is one long chord to every metric and term
+    restrike = np.array([C, H, H, H] * 4)
+    assert chord_lengths(restrike).tolist() == [16]
+    assert chord_onsets(restrike).tolist() == [0]
+    assert chord_length_entropy([restrike]) == 0.0
+    assert chord_lengths(np.array([C, H, GM, H, GM, H, HC, H])).tolist() == [2, 4]
+    d = _duet(["jam_onset_alignment", "jam_harmonic_rhythm"], n_bars=4)
+    v = _play(d, [C4, H, H, H] * 16, [C, H, H, H] * 16)
+    assert v[:, 0].tolist() == [1.0] + [0.0] * 63  # only the first C is an onset
+    assert np.flatnonzero(v[:, 1]).tolist() == [32, 36, 40, 44, 48, 52, 56, 60]  # frozen, re-strikes or not
 
 
 def test_recovery_beats_exact():

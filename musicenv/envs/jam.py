@@ -177,7 +177,8 @@ class Duet:
         return self.melody.core[:, C_T] >= self.melody.core[:, C_END]
 
     def chord_masks(self) -> np.ndarray:
-        """(B, N_CHORD_TOKENS) bool: at most one change per beat, no HOLD at step 0."""
+        """(B, N_CHORD_TOKENS) bool: at most one change of harmony per beat (then only
+        HOLD), no HOLD at step 0."""
         B = self.batch_size
         t = np.minimum(self.t, self.n_steps - 1)
         masks = np.ones((B, N_CHORD_TOKENS), dtype=bool)
@@ -234,7 +235,8 @@ class Duet:
         chord = np.where(c >= FIRST_PITCH_TOKEN, c - FIRST_PITCH_TOKEN, np.where(c == NO_CHORD_TOKEN, NO_CHORD, prev_chord))
         j.melody_tokens[rows, t], j.chord_tokens[rows, t] = m, c
         j.pitch[rows, t], j.chord[rows, t] = pitch, chord
-        j.chord_start[rows, t] = np.where(c != CHORD_HOLD, t, prev_start)
+        # the harmony changes when the sounding chord does (striking it again continues it)
+        j.chord_start[rows, t] = np.where((t == 0) | (chord != prev_chord), t, prev_start)
         self.melody.chords[rows, t] = chord
         self.chords.chords[rows, t] = chord
         self.chords.voice[rows, t] = pitch
