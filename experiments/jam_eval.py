@@ -30,8 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,6 @@ from musicenv.jam import (
     note_in_chord_per_beat,
     oracle_chords,
     recovery_beats,
-    transpose_melody,
 )
 
 PUSH_SEMITONES = 6

@@ -80,8 +80,8 @@ class raw_env(ParallelEnv):  # noqa: N801  (PettingZoo's naming)
                  n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
                  max_pitch: int = 83, history_length: int = 8, tempo: float = 100.0,
                  render_mode: str | None = None) -> None:
-        from musicenv.envs.music_composition import _resolve_keys
         from musicenv.envs.jam import Duet
+        from musicenv.envs.music_composition import _resolve_keys
 
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; accepted: {self.metadata['render_modes']} or None")
@@ -101,11 +101,11 @@ class raw_env(ParallelEnv):  # noqa: N801  (PettingZoo's naming)
         self._rng = np.random.default_rng()
         self._mask = np.ones(1, dtype=bool)
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019  (PettingZoo's idiom; two agents)
+    @functools.cache  # noqa: B019  (PettingZoo's idiom; two agents)
     def observation_space(self, agent: str) -> spaces.Dict:
         return self._obs_spaces[agent]
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
+    @functools.cache  # noqa: B019
     def action_space(self, agent: str) -> spaces.Discrete:
         return self._act_spaces[agent]
 

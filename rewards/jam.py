@@ -28,7 +28,15 @@ import numpy as np
 
 from musicenv.core import C_END, C_T, K_STEPS_PER_BEAT
 from musicenv.encoding import FIRST_PITCH_TOKEN
-from musicenv.theory import CHORD_PC_MASK, CHORD_QUALITY, CHORD_ROOT, KEY_SCALE_MASK, KEY_TONIC, NO_CHORD, QUALITIES
+from musicenv.theory import (
+    CHORD_PC_MASK,
+    CHORD_QUALITY,
+    CHORD_ROOT,
+    KEY_SCALE_MASK,
+    KEY_TONIC,
+    NO_CHORD,
+    QUALITIES,
+)
 from rewards.base import RewardSpecError, RewardTerm
 from rewards.harmonization import F_DOMINANT, F_NONE, F_PREDOMINANT, F_TONIC
 from rewards.registry import register

@@ -21,7 +21,6 @@ from musicenv.composition import Composition
 from musicenv.core import C_END, C_EVENT_START, C_LAST_PITCH, C_T, CompositionBatch
 from musicenv.encoding import FIRST_PITCH_TOKEN, HOLD, REST, TokenGrid
 from musicenv.envs.batched import (
-    ActionError,
     BatchedComposer,
     EpisodeContext,
     SingleComposerEnv,
