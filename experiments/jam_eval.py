@@ -134,7 +134,34 @@ def evaluate(runs: list[str], n_bars: int = 8, partner: str = "bach") -> dict[st
     nic = [note_in_chord(m, c, grid) for m, c in data_pairs]
     stats.update({"note_in_chord_ci": _bootstrap(nic), "pieces": len(data_pairs), "per_piece_note_in_chord": nic})
     results["data (Bach's chords)"] = stats
+    ppo = [k for k in results if k.startswith("PPO ")]
+    if len(ppo) > 1:  # across seeds: IQM of the per-seed values, stratified bootstrap over seeds
+        from experiments.aggregate import iqm, stratified_bootstrap_ci
+
+        summary: dict[str, Any] = {"seeds": len(ppo)}
+        for metric in ("note_in_chord", "onset_interval_emd", "chord_length_entropy", "progression_diversity",
+                       "changes_per_4_beats", "tritone_recovery_beats", "cold_start_recovery_beats"):
+            vals = [results[k][metric] for k in ppo]
+            summary[metric] = float(iqm(vals))
+            summary[metric + "_ci"] = tuple(float(x) for x in stratified_bootstrap_ci([vals]))
+        results[f"PPO, IQM of {len(ppo)} seeds"] = summary
     return {"partner": partner, "n_bars": n_bars, "melodies": [m.id for m in pool], "results": results}
+
+
+def piano_roll(run_dir: str, path: str, n_bars: int = 8, partner: str = "bach", melody: int = 0) -> None:
+    """PNG (and MIDI, MusicXML next to it) of held-out melody ``melody`` with the run's chords."""
+    import gymnasium as gym
+
+    import musicenv  # noqa: F401
+    from musicenv.render import save_png
+
+    env = gym.make("JamChords-v0", partner=partner, n_bars=n_bars, disable_env_checker=True)
+    _run_player(run_dir, env)({"melody": melody})
+    comp = env.unwrapped.composition
+    comp.title = f"{env.unwrapped.core.info[0]['melody']} (held out) with PPO's online chords"
+    save_png(comp, path)
+    comp.to_midi(Path(path).with_suffix(".mid"))
+    comp.to_musicxml(Path(path).with_suffix(".musicxml"))
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -147,6 +174,17 @@ def markdown(report: dict[str, Any]) -> str:
              "progression diversity | changes / 4 beats | tritone recovery (beats) | cold-start recovery (beats) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, s in res.items():
+        if "seeds" in s:
+            ci = {m: s[m + "_ci"] for m in ("note_in_chord", "chord_length_entropy", "tritone_recovery_beats")}
+            lines.append(
+                f"| {name} [95 % CI over seeds] | {s['note_in_chord']:.3f} [{ci['note_in_chord'][0]:.3f}, "
+                f"{ci['note_in_chord'][1]:.3f}] | {s['note_in_chord'] / oracle:.2f} | {s['onset_interval_emd']:.2f} | "
+                f"{s['chord_length_entropy']:.2f} ({s['chord_length_entropy'] / data_h:.2f}) "
+                f"[{ci['chord_length_entropy'][0]:.2f}, {ci['chord_length_entropy'][1]:.2f}] | "
+                f"{s['progression_diversity']:.2f} | {s['changes_per_4_beats']:.2f} | "
+                f"{s['tritone_recovery_beats']:.2f} [{ci['tritone_recovery_beats'][0]:.2f}, "
+                f"{ci['tritone_recovery_beats'][1]:.2f}] | {s['cold_start_recovery_beats']:.2f} |")
+            continue
         lo, hi = s["note_in_chord_ci"]
         lines.append(
             f"| {name} | {s['note_in_chord']:.3f} [{lo:.3f}, {hi:.3f}] | {s['note_in_chord'] / oracle:.2f} | "
@@ -162,13 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-bars", type=int, default=8)
     p.add_argument("--partner", default="bach")
     p.add_argument("--out", default="runs/jam_eval")
+    p.add_argument("--png", help="write a piano roll of the first held-out melody with the first run's chords here")
     args = p.parse_args(argv)
-    report = evaluate(args.runs, args.n_bars, args.partner)
     out = Path(args.out)
     os.makedirs(out, exist_ok=True)
+    report = evaluate(args.runs, args.n_bars, args.partner)
     (out / "jam_eval.json").write_text(json.dumps(report, indent=1))
     (out / "jam_eval.md").write_text(markdown(report))
     print(markdown(report))
+    if args.png and args.runs:
+        piano_roll(args.runs[0], args.png, args.n_bars, args.partner)
     return 0
 
 
