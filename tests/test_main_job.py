@@ -46,6 +46,16 @@ def test_main_job_trains_compares_and_composes_all_three_sources(tmp_path, capsy
     run_main_job(settings)
     assert "reusing the finished run" in capsys.readouterr().out
 
+    # ... but never under another config: the differing keys are named, nothing is overwritten
+    import dataclasses
+
+    from agents.train import StaleRunError
+
+    before = (out / "results.md").read_text()
+    with pytest.raises(StaleRunError, match=r"n_timesteps: 64 -> 128; seed: 0 -> 5.*--force"):
+        run_main_job(dataclasses.replace(settings, timesteps=128, seed=5))
+    assert (out / "results.md").read_text() == before
+
 
 def test_main_job_refuses_bad_settings(tmp_path):
     with pytest.raises(ValueError, match="pieces must be an integer >= 1"):
