@@ -61,11 +61,11 @@ def _bootstrap(values: list[float], reps: int = 2000, seed: int = 0) -> tuple[fl
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def _run_player(run_dir: str, env) -> Callable[[np.ndarray, int, dict], np.ndarray]:
-    """``play(melody, key, options)``: the run's greedy chord tokens over the env's melody."""
+def _run_player(run_dir: str, env, unsafe_load_sb3_zip: bool = False) -> Callable[[dict], np.ndarray]:
+    """``play(options)``: the run's greedy chord tokens over the env's melody."""
     from agents.train import load_run
 
-    model, _ = load_run(run_dir)
+    model, _ = load_run(run_dir, unsafe_load_sb3_zip=unsafe_load_sb3_zip)
     maskable = "Maskable" in type(model).__name__
 
     def play(options: dict) -> np.ndarray:
@@ -81,7 +81,8 @@ def _run_player(run_dir: str, env) -> Callable[[np.ndarray, int, dict], np.ndarr
     return play
 
 
-def evaluate(runs: list[str], n_bars: int = 8, partner: str = "bach") -> dict[str, Any]:
+def evaluate(runs: list[str], n_bars: int = 8, partner: str = "bach", unsafe_load_sb3_zip: bool = False
+             ) -> dict[str, Any]:
     import gymnasium as gym
 
     import musicenv  # noqa: F401
@@ -103,7 +104,7 @@ def evaluate(runs: list[str], n_bars: int = 8, partner: str = "bach") -> dict[st
     players["rule (online)"] = lambda i, o: rule.accompany(*melody(i, o))
     players["oracle (offline)"] = lambda i, o: oracle_chords(*melody(i, o), grid, spb, bar)
     for r in runs:
-        play = _run_player(r, env)
+        play = _run_player(r, env, unsafe_load_sb3_zip)
         players[f"PPO {Path(r).name}"] = lambda i, o, play=play: play({"melody": i, **o})
 
     results: dict[str, Any] = {}
@@ -148,7 +149,8 @@ def evaluate(runs: list[str], n_bars: int = 8, partner: str = "bach") -> dict[st
     return {"partner": partner, "n_bars": n_bars, "melodies": [m.id for m in pool], "results": results}
 
 
-def piano_roll(run_dir: str, path: str, n_bars: int = 8, partner: str = "bach", melody: int = 0) -> None:
+def piano_roll(run_dir: str, path: str, n_bars: int = 8, partner: str = "bach", melody: int = 0,
+               unsafe_load_sb3_zip: bool = False) -> None:
     """PNG (and MIDI, MusicXML next to it) of held-out melody ``melody`` with the run's chords."""
     import gymnasium as gym
 
@@ -156,7 +158,7 @@ def piano_roll(run_dir: str, path: str, n_bars: int = 8, partner: str = "bach", 
     from musicenv.render import save_png
 
     env = gym.make("JamChords-v0", partner=partner, n_bars=n_bars, disable_env_checker=True)
-    _run_player(run_dir, env)({"melody": melody})
+    _run_player(run_dir, env, unsafe_load_sb3_zip)({"melody": melody})
     comp = env.unwrapped.composition
     comp.title = f"{env.unwrapped.core.info[0]['melody']} (held out) with PPO's online chords"
     save_png(comp, path)
@@ -201,15 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partner", default="bach")
     p.add_argument("--out", default="runs/jam_eval")
     p.add_argument("--png", help="write a piano roll of the first held-out melody with the first run's chords here")
+    p.add_argument("--unsafe-load-sb3-zip", action="store_true",
+                   help="also load runs of older versions that hold only SB3 .zip files (pickles: trusted runs only)")
     args = p.parse_args(argv)
     out = Path(args.out)
     os.makedirs(out, exist_ok=True)
-    report = evaluate(args.runs, args.n_bars, args.partner)
+    report = evaluate(args.runs, args.n_bars, args.partner, args.unsafe_load_sb3_zip)
     (out / "jam_eval.json").write_text(json.dumps(report, indent=1))
     (out / "jam_eval.md").write_text(markdown(report))
     print(markdown(report))
     if args.png and args.runs:
-        piano_roll(args.runs[0], args.png, args.n_bars, args.partner)
+        piano_roll(args.runs[0], args.png, args.n_bars, args.partner, unsafe_load_sb3_zip=args.unsafe_load_sb3_zip)
     return 0
 
 
