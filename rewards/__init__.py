@@ -47,6 +47,7 @@ register_preset("theory", {
 })
 LAZY_TERMS["discriminator"] = "agents.gan:DiscriminatorReward"
 LAZY_TERMS["prior_log_likelihood"] = "agents.note_rnn:PriorLogLikelihood"
+LAZY_TERMS["preference"] = "musicenv.study.reward:PreferenceReward"
 # The RL Tuner's reward (Jaques et al. 2017, eq. 3): r = log p(a|s) + r_MT / c with the paper's c = 0.5.
 register_preset("rl_tuner", {"rl_tuner_theory": 2.0, "prior_log_likelihood": 1.0})
 # Two-voice species counterpoint (Counterpoint-v0): the cadence and parallels weigh most,

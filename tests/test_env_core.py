@@ -86,6 +86,12 @@ def test_driver_is_abstract_and_names_its_hooks():
     with pytest.raises(TypeError, match="draw_context.*observ|observ.*draw_context"):
         BatchedComposer(CompositionBatch(1, 4, TokenGrid(), Meter.parse("4/4")), reward="in_key", tempo=100)
 
+    class NoTask(SingleComposerEnv):
+        pass
+
+    with pytest.raises(TypeError, match="NoTask must set core_class"):
+        NoTask()
+
 
 def test_a_task_from_the_three_hooks_is_a_full_env():
     env = DroneEnv()
@@ -178,3 +184,23 @@ def test_transpose_chords_round_trip(codes, shift):
     moved = transpose_chords(codes, shift)
     np.testing.assert_array_equal(transpose_chords(moved, -shift), codes)
     assert np.array_equal(moved == NO_CHORD, np.array(codes) == NO_CHORD)
+
+
+def test_every_env_kernel_uses_numbas_disk_cache():
+    """numba's ``cache=True`` keeps env creation fast in every new process: no kernel of
+    the env core or an env module compiles in memory only."""
+    import importlib
+    import pkgutil
+
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    import musicenv.core
+    import musicenv.envs
+
+    modules = [musicenv.core] + [importlib.import_module(f"musicenv.envs.{m.name}")
+                                 for m in pkgutil.iter_modules(musicenv.envs.__path__)]
+    kernels = {f"{mod.__name__}.{name}": obj for mod in modules for name, obj in vars(mod).items()
+               if isinstance(obj, CPUDispatcher) and obj.py_func.__module__ == mod.__name__}
+    assert len(kernels) >= 10, sorted(kernels)
+    assert not [name for name, k in kernels.items() if isinstance(k._cache, NullCache)]

@@ -373,6 +373,8 @@ class SingleComposerEnv(gym.Env):
             raise ValueError(f"unknown render_mode {render_mode!r}; accepted: {self.metadata['render_modes']} or None")
         self.render_mode = render_mode
         self._kwargs = kwargs
+        if not isinstance(getattr(self, "core_class", None), type):
+            raise TypeError(f"{type(self).__name__} must set core_class to its task (a BatchedComposer subclass)")
         self.core = self.core_class(1, **kwargs)
         self.observation_space = self.core.single_observation_space()
         self.action_space = self.core.single_action_space()
@@ -434,6 +436,8 @@ class VectorComposerEnv(gym.vector.VectorEnv):
             raise ValueError(f"unknown render_mode {render_mode!r}; accepted: {self.metadata['render_modes']} or None")
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
+        if not isinstance(getattr(self, "core_class", None), type):
+            raise TypeError(f"{type(self).__name__} must set core_class to its task (a BatchedComposer subclass)")
         self.core = self.core_class(self.num_envs, **kwargs)
         self.single_observation_space = self.core.single_observation_space()
         self.single_action_space = self.core.single_action_space()

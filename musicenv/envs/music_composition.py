@@ -311,7 +311,7 @@ class MusicCompositionEnv(SingleComposerEnv):
     | `pitch_class`   | (12,)                 | one-hot pitch class of the latest note (zeros before the first) |
     | `position`      | (steps_per_bar,)      | one-hot position of the next step in its bar              |
     | `note_duration` | (1,)                  | steps since the current note or rest began / (2 bars), capped at 1 |
-    | `chords`        | (2, CHORD_FEATURES)   | current chord and next different chord: root one-hot, quality one-hot (`musicenv.theory.QUALITIES`), "no chord" flag: `musicenv.theory.CHORD_FEATURES` = 24 wide |
+    | `chords`        | (2, 24)               | current chord and next different chord: root one-hot (12), quality one-hot (11, `musicenv.theory.QUALITIES`), "no chord" flag; width `musicenv.theory.CHORD_FEATURES` |
     | `key`           | (24,)                 | one-hot key (0..11 major on C..B, 12..23 minor)           |
     | `progress`      | (1,)                  | steps written / episode length                            |
     | `prior`         | (V,)                  | only with `observe_prior`: the prior's log p(next token), Box(-100, 0) |
