@@ -53,6 +53,7 @@ __all__ = [
     "parse_roman",
     "resolve_progression",
     "chord_name",
+    "transpose_key",
     "COMMON_PROGRESSIONS",
     "transpose_chords",
 ]
@@ -433,6 +434,15 @@ def resolve_progression(progression, key: str | int | Key) -> list[int]:
                     f"progression item {item!r} is neither a roman numeral (I..VII, i..vii) nor a chord symbol: {e}"
                 ) from None
     return codes
+
+
+def transpose_key(key: int, shift: int) -> int:
+    """Key index moved by ``shift`` semitones (the mode stays): ``transpose_key(0, 7)`` is
+    G major (7), ``transpose_key(21, 3)`` (A minor up 3) is C minor (12)."""
+    key = int(key)
+    if not 0 <= key < N_KEYS:
+        raise MusicTheoryError(f"key index {key} outside 0..{N_KEYS - 1}")
+    return (key % 12 + int(shift)) % 12 + 12 * (key >= 12)
 
 
 #: Bank of common progressions (roman numerals, one chord per bar), per mode.

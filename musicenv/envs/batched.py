@@ -251,17 +251,20 @@ class BatchedComposer(ABC):
         the compiled observe kernels write the rest unchanged."""
         if checkpoint is True:
             checkpoint = "default"
-        if not isinstance(checkpoint, (str, os.PathLike)) or checkpoint == "":
-            raise ValueError(f"observe_prior must be False, True, 'default', 'small' or a note-RNN checkpoint path, "
-                             f"got {checkpoint!r}")
+        opts = dict(checkpoint) if isinstance(checkpoint, dict) else {"checkpoint": checkpoint}
+        checkpoint, style = opts.pop("checkpoint", "default"), opts.pop("style", None)
+        if opts or not isinstance(checkpoint, (str, os.PathLike)) or checkpoint == "":
+            raise ValueError(f"observe_prior must be False, True, 'default', 'bach', 'small', a note-RNN checkpoint "
+                             f"path or {{checkpoint: ..., style: bach|essen|oneills}}, got {checkpoint!r} {opts or ''}")
         from agents.note_rnn import PriorLogLikelihood, PriorTracker, prior_path
 
         # A prior_log_likelihood term of the same prior already tracks exactly this (its
         # step runs before the observation is written): share its tracker, one LSTM step.
         shared = next((term._tracker for _, term, _ in getattr(self.reward, "terms", ())
-                       if isinstance(term, PriorLogLikelihood)
-                       and prior_path(term.params["checkpoint"]) == prior_path(checkpoint)), None)
-        self.prior = shared if shared is not None else PriorTracker(self.batch, checkpoint)
+                       if isinstance(term, PriorLogLikelihood) and term.params["context"]
+                       and (prior_path(term.params["checkpoint"]), term.params["style"]) == (prior_path(checkpoint), style)),
+                      None)
+        self.prior = shared if shared is not None else PriorTracker(self.batch, checkpoint, style=style)
         self._prior_owned = shared is None
         self.set_observation_layout({**self.obs_shapes, "prior": (self.grid.vocab_size,)})
 

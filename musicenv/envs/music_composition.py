@@ -362,8 +362,11 @@ class MusicCompositionEnv(SingleComposerEnv):
       with 16 (README, Training). Recurrent policies and
       `agents.policies.NoteRNNExtractor` (which needs the whole piece: 64) see further.
     * `constraint`: `None`, or `"in_key"` to mask out-of-key pitches in `action_masks()`.
-    * `observe_prior`: `False`, `True` / `"default"` (the shipped Bach note-RNN),
-      `"small"` (its 1 x 64 sibling, same NLL, cheaper) or a note-RNN checkpoint path: adds the observation block `prior`, (V,) float32 in
+    * `observe_prior`: `False`, `True` / `"default"` (the general melody prior,
+      conditioned on the episode's key, meter, chords and position in the bar), `"bach"`
+      (the token-only Bach chorale prior), `"small"` (its 1 x 64 sibling), a note-RNN
+      checkpoint path, or `{"checkpoint": ..., "style": "essen"}` to condition the
+      default prior on a style (bach, essen, oneills): adds the observation block `prior`, (V,) float32 in
       [-100, 0], the frozen prior's log p(next token | every token so far), computed
       incrementally (one batched recurrent step per env step; needs torch). The
       policies of `agents.policies` and the KL-control agents of `agents.kl_control`
