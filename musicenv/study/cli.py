@@ -140,7 +140,8 @@ def add_commands(subparsers: Any) -> None:
                               description="A blind A/B listening study in the browser (SQLite-backed), its report, "
                                           "and a Bradley-Terry preference model usable as the reward term "
                                           "'preference'. See README 'Listening study'.")
-    sub = p.add_subparsers(dest="study_command", required=True)
+    sub = p.add_subparsers(dest="study_command", required=True, metavar="COMMAND",
+                           help="serve, export, report, fit or simulate (musicenv study COMMAND --help)")
 
     s = sub.add_parser("serve", help="create (if new) and serve a study on 127.0.0.1")
     s.add_argument("study_dir", help="study folder: created with --source if it holds no study yet")
@@ -165,16 +166,16 @@ def add_commands(subparsers: Any) -> None:
     s.set_defaults(func=_run(_cmd_serve))
 
     s = sub.add_parser("export", help="write every answer as CSV or JSONL")
-    s.add_argument("study_dir")
+    s.add_argument("study_dir", help="study folder")
     s.add_argument("--out", required=True, help="output file, .csv or .jsonl")
     s.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out's suffix")
     s.set_defaults(func=_run(_cmd_export))
 
     s = sub.add_parser("report", help="win rates with bootstrap intervals and a Bradley-Terry ranking (Markdown + PNG)")
-    s.add_argument("study_dir")
+    s.add_argument("study_dir", help="study folder")
     s.add_argument("--out", help="folder for report.md and report.png (default: the study folder)")
     s.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default: 10000)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
     s.set_defaults(func=_run(_cmd_report))
 
     s = sub.add_parser("fit", help="fit the preference model (reward term 'preference') to studies' answers")
@@ -185,14 +186,14 @@ def add_commands(subparsers: Any) -> None:
     s.add_argument("--members", type=int, default=8, help="ensemble members (bootstrap resamples; default: 8)")
     s.add_argument("--degree", type=int, choices=(1, 2), default=2, help="2 adds squared features (default)")
     s.add_argument("--holdout", type=float, default=0.2, help="share of answers held out for accuracy (default 0.2)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the split, CV folds and bootstrap (default: 0)")
     s.set_defaults(func=_run(_cmd_fit))
 
     s = sub.add_parser("simulate", help="let simulated raters with a hidden utility answer a study")
-    s.add_argument("study_dir")
+    s.add_argument("study_dir", help="study folder")
     s.add_argument("--raters", type=int, default=10, help="simulated raters (default: 10)")
     s.add_argument("--pairs-per-rater", type=int, help="pairs each answers (default: all)")
     s.add_argument("--temperature", type=float, default=0.5, help="rater noise (default: 0.5)")
     s.add_argument("--tie-margin", type=float, default=0.05, help="utility gap below which they answer 'no preference'")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the raters (default: 0)")
     s.set_defaults(func=_run(_cmd_simulate))
