@@ -33,6 +33,19 @@ _register(
     vector_entry_point="musicenv.envs.harmonization:HarmonizationVectorEnv",
 )
 
+# Jam: the two single-agent views of the PettingZoo duet musicenv.jam_v0.
+_register(
+    id="JamChords-v0",
+    entry_point="musicenv.envs.jam:JamChordsEnv",
+    vector_entry_point="musicenv.envs.jam:JamChordsVectorEnv",
+)
+
+_register(
+    id="JamMelody-v0",
+    entry_point="musicenv.envs.jam:JamMelodyEnv",
+    vector_entry_point="musicenv.envs.jam:JamMelodyVectorEnv",
+)
+
 
 def _own_ids() -> tuple[str, ...]:
     from gymnasium.envs.registration import registry

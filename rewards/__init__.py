@@ -9,7 +9,7 @@ See :mod:`rewards.registry` for every spec form, :mod:`rewards.base` for the ter
 protocol, :mod:`rewards.rl_tuner` and :mod:`rewards.harmony` for the catalogue.
 """
 
-from rewards import counterpoint, harmonization, harmony, ngram, rl_tuner  # noqa: F401  (registers the built-in terms)
+from rewards import counterpoint, harmonization, harmony, jam, ngram, rl_tuner  # noqa: F401  (registers the built-in terms)
 from rewards.base import CompositeReward, KernelTerm, RewardSpecError, RewardTerm
 from rewards.registry import LAZY_TERMS, PRESETS, available, get, make, register, register_preset
 from rewards.scoring import score, score_steps, score_steps_batch
@@ -69,4 +69,21 @@ register_preset("harmonization", {
     "functional_progression": 1.0,
     "harmonic_cadence": 4.0,
     "corpus_agreement": 1.0,
+})
+# Jam (musicenv.jam_v0, JamChords-v0, JamMelody-v0): each agent's default reward. The pair
+# terms score both parts together (the same value in either reward); the chords agent adds
+# progression terms, the melody agent the melody's own `theory`.
+register_preset("jam_chords", {
+    "jam_note_in_chord": 1.0,
+    "jam_onset_alignment": 0.5,
+    "jam_harmonic_rhythm": 1.0,
+    "jam_cadence_together": 4.0,
+    "jam_diatonic_chord": 0.25,
+    "jam_functional_progression": 0.25,
+})
+register_preset("jam_melody", {
+    "theory": 1.0,
+    "jam_note_in_chord": 2.0,
+    "jam_onset_alignment": 0.5,
+    "jam_cadence_together": 4.0,
 })

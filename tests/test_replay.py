@@ -37,6 +37,9 @@ _CP_REWARD = {"vertical_consonance": 2.0, "parallel_perfects": 3.0, "direct_perf
 _HA_REWARD = {"melody_chord_tone": 2.0, "functional_progression": 1.0, "harmonic_cadence": 4.0,
               "corpus_agreement": 1.0}
 
+_JAM_CHORDS_REWARD = {"jam_note_in_chord": 1.0, "jam_onset_alignment": 0.5, "jam_harmonic_rhythm": 1.0,
+                      "jam_cadence_together": 4.0, "jam_diatonic_chord": 0.25, "jam_functional_progression": 0.25}
+_JAM_MELODY_REWARD = {"in_key": 1.0, "jam_note_in_chord": 2.0, "jam_onset_alignment": 0.5, "jam_cadence_together": 4.0}
 #: env id -> cases: (case name, constructor kwargs, reset options of the first reset,
 #: number of steps). Each case is recorded as a single env (two seeds) and as a vector
 #: env of three.
@@ -59,6 +62,14 @@ CASES: dict[str, list[tuple[str, dict[str, Any], dict[str, Any] | None, int]]] =
         ("user_melody", {"reward": _HA_REWARD, "melody": "G4 A4 B4 r D5 C5 B4 A4 G4", "key": "G major",
                          "n_bars": None}, None, 20),
         ("transposed", {"reward": _HA_REWARD, "n_bars": 2}, {"melody": "bach/bwv347", "key": "Bb major"}, 12),
+    ],
+    # Jam: the jam terms by explicit name (the presets may be re-weighted)
+    "JamChords-v0": [
+        ("default", {"reward": _JAM_CHORDS_REWARD}, None, 40),
+        ("tritone_push", {"reward": _JAM_CHORDS_REWARD, "n_bars": 6}, {"melody": 3, "transpose": 6}, 90),
+    ],
+    "JamMelody-v0": [
+        ("default", {"reward": _JAM_MELODY_REWARD, "n_bars": 2}, None, 40),
     ],
 }
 SEEDS = (3, 11)
