@@ -25,7 +25,9 @@ a rest or the end); intervals are between consecutive notes with rests skipped
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -291,41 +293,96 @@ def classifier_two_sample_test(compositions: Iterable[Any], reference: Iterable[
 
 
 # ------------------------------------------------------------------------------ the reference
-def reference_melodies(n_bars: int = 4, meter: str = "4/4", collections: Sequence[str] = REFERENCE_COLLECTIONS, *,
-                       limit: int | None = REFERENCE_LIMIT, progress: bool = False) -> list[Composition]:
-    """Real melodies to compare with: the last ``n_bars`` bars of every melody in
-    ``meter`` from each corpus collection (at most ``limit`` melodies read per
-    collection, in corpus order), each in its own key and (for Bach) its own chords.
+#: The shipped reference set: the last :data:`SHIPPED_BARS` bars of the first
+#: :data:`REFERENCE_LIMIT` melodies of each of :data:`REFERENCE_COLLECTIONS`, written by
+#: :func:`write_reference_set` (parsing Essen and O'Neill's takes minutes; reading this
+#: file takes milliseconds).
+SHIPPED_REFERENCE = Path(__file__).with_name("data") / "reference_melodies.npz"
+SHIPPED_BARS = 8
 
-    The last bars are taken because they end as a piece ends (a generated piece is a
-    whole piece). This is the one place that says what "real melodies" are; swap the
-    collections (any name :func:`musicenv.corpus.load` accepts) to steer the yardstick to
-    a style. Collections are parsed once and cached by :mod:`musicenv.corpus`.
-    """
+
+def _windows_from_corpus(collections: Sequence[str], limit: int | None, n_bars: int, progress: bool
+                         ) -> list[tuple[str, Composition]]:
     from musicenv import corpus
 
-    if isinstance(collections, str):
-        collections = (collections,)
-    if isinstance(n_bars, bool) or not isinstance(n_bars, int) or n_bars < 1:
-        raise StyleError(f"n_bars must be an integer >= 1, got {n_bars!r}")
-    out: list[Composition] = []
+    out = []
     for name in collections:
         try:
             melodies = corpus.load(name, limit=limit, progress=progress)
         except corpus.CorpusError as e:
             raise StyleError(f"cannot load the reference collection {name!r}: {e}") from e
         for m in melodies:
-            if m.meter != meter:
-                continue
             c = m.to_composition()
             length = n_bars * c.steps_per_bar
-            if c.n_steps - m.pickup_steps < length:
+            if c.n_steps - m.pickup_steps < length or not any(t >= 2 for t in c.tokens[-length:]):
                 continue
-            window = c.tokens[-length:]
-            if window[0] in (0, 1) and not any(t >= 2 for t in window):
+            out.append((name, Composition(np.array(c.tokens[-length:]), c.key, c.meter, np.array(c.chords[-length:]),
+                                          c.grid, title=f"{m.id} (last {n_bars} bars)")))
+    return out
+
+
+def write_reference_set(path: str | os.PathLike = SHIPPED_REFERENCE, collections: Sequence[str] = REFERENCE_COLLECTIONS,
+                        limit: int | None = REFERENCE_LIMIT, n_bars: int = SHIPPED_BARS) -> Path:
+    """Parse the collections and write their last ``n_bars`` bars to ``path`` (npz of
+    plain arrays, read with ``allow_pickle=False``)."""
+    windows = _windows_from_corpus(collections, limit, n_bars, progress=True)
+    width = max(c.n_steps for _, c in windows)
+    tokens = np.full((len(windows), width), -1, dtype=np.int16)
+    chords = np.full((len(windows), width), -1, dtype=np.int16)
+    for i, (_, c) in enumerate(windows):
+        tokens[i, : c.n_steps] = c.tokens
+        chords[i, : c.n_steps] = c.chords
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, tokens=tokens, chords=chords,
+                        key=np.array([c.key.index for _, c in windows], dtype=np.int16),
+                        meter=np.array([str(c.meter) for _, c in windows]),
+                        collection=np.array([n for n, _ in windows]),
+                        title=np.array([c.title for _, c in windows]),
+                        n_bars=np.array(n_bars), limit=np.array(-1 if limit is None else limit))
+    return path
+
+
+def _shipped_windows(collections: Sequence[str], n_bars: int, meter: str) -> list[Composition] | None:
+    if n_bars > SHIPPED_BARS or not SHIPPED_REFERENCE.is_file():
+        return None
+    from musicenv.theory import Key
+
+    with np.load(SHIPPED_REFERENCE, allow_pickle=False) as data:
+        if int(data["n_bars"]) != SHIPPED_BARS or not set(collections) <= set(data["collection"].tolist()):
+            return None
+        out = []
+        for i in range(len(data["key"])):
+            if str(data["collection"][i]) not in collections or str(data["meter"][i]) != meter:
                 continue
-            out.append(Composition(np.array(window), c.key, c.meter, np.array(c.chords[-length:]), c.grid,
-                                   title=f"{m.id} (last {n_bars} bars)"))
+            valid = data["tokens"][i] >= 0
+            c = Composition(data["tokens"][i][valid].astype(np.int64), Key.from_index(int(data["key"][i])), meter,
+                            data["chords"][i][valid].astype(np.int64), title=str(data["title"][i]))
+            length = n_bars * c.steps_per_bar
+            out.append(Composition(np.array(c.tokens[-length:]), c.key, c.meter, np.array(c.chords[-length:]),
+                                   title=c.title.replace(f"last {SHIPPED_BARS} bars", f"last {n_bars} bars")))
+        return out
+
+
+def reference_melodies(n_bars: int = 4, meter: str = "4/4", collections: Sequence[str] = REFERENCE_COLLECTIONS, *,
+                       limit: int | None = REFERENCE_LIMIT, progress: bool = False) -> list[Composition]:
+    """Real melodies to compare with: the last ``n_bars`` bars of every melody in
+    ``meter`` among the first ``limit`` melodies of each corpus collection, each in its
+    own key and (for Bach) its own chords.
+
+    The last bars are taken because they end as a piece ends (a generated piece is a
+    whole piece). This is the one place that says what "real melodies" are; pass other
+    collections (any name :func:`musicenv.corpus.load` accepts) to steer the yardstick
+    to a style. With the default ``limit`` and up to 8 bars, the shipped
+    :data:`SHIPPED_REFERENCE` is read instead of parsing the corpora.
+    """
+    if isinstance(collections, str):
+        collections = (collections,)
+    if isinstance(n_bars, bool) or not isinstance(n_bars, int) or n_bars < 1:
+        raise StyleError(f"n_bars must be an integer >= 1, got {n_bars!r}")
+    out = _shipped_windows(collections, n_bars, meter) if limit == REFERENCE_LIMIT else None
+    if out is None:
+        out = [c for _, c in _windows_from_corpus(collections, limit, n_bars, progress) if str(c.meter) == meter]
     if not out:
         raise StyleError(f"no melody of at least {n_bars} bars in {meter} in {list(collections)}")
     return out
