@@ -98,7 +98,8 @@ class MainJobSettings:
         threads: torch threads.
         wav: as :func:`musicenv.compose.compose` (None: when FluidSynth is there).
         progress: progress bars.
-        hyperparams: KLPPO hyperparameters overriding agents/hyperparams/kl_ppo.yml.
+        hyperparams: hyperparameters overriding agents/hyperparams/kl_ppo.yml (the
+            showcase) and ppo.yml (PPO from scratch): keys both algorithms take.
     """
 
     out: str = "out"
@@ -138,7 +139,7 @@ def train_configs(settings: MainJobSettings) -> dict[str, Any]:
                                 hyperparams={"kl_coef": float(settings.kl_coef), **settings.hyperparams},
                                 out=str(Path(settings.out) / "showcase"), **common),
         "ppo_scratch": TrainConfig(algo="ppo", policy="MultiInputPolicy", out=str(Path(settings.out) / "ppo_scratch"),
-                                   **common),
+                                   hyperparams=dict(settings.hyperparams), **common),
     }
 
 
@@ -250,8 +251,8 @@ def _stack_piano_rolls(records: dict[str, Any], path: Path) -> Path:
 
     from musicenv.render import render_rgb, write_atomically
 
-    rows = [render_rgb(r.composition, title=f"{label}: {r.composition.title.split('(')[-1].split(',')[0]}, "
-                                            f"theory {r.reward_terms['total']:.1f}")
+    rows = [render_rgb(r.composition, title=f"{label}: {r.composition.key.name}, theory {r.reward_terms['total']:.1f}",
+                       crop=True)
             for label, r in records.items()]
     width = max(img.shape[1] for img in rows)
     rows = [np.pad(img, ((0, 0), (0, width - img.shape[1]), (0, 0)), constant_values=255) for img in rows]

@@ -24,6 +24,7 @@ a rest or the end); intervals are between consecutive notes with rests skipped
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,7 +38,7 @@ from musicenv.theory import CHORD_PC_MASK, KEY_SCALE_MASK, KEY_TONIC, NO_CHORD
 
 __all__ = ["LENGTH_BIN_NAMES", "INTERVAL_BIN_NAMES", "LEAP", "REFERENCE_COLLECTIONS", "StyleError",
            "piece_style", "style_profile", "style_distance", "classifier_two_sample_test", "reference_melodies",
-           "style_block", "piece_features"]
+           "style_block", "piece_features", "default_reference", "write_reference_set", "SHIPPED_REFERENCE"]
 
 #: Note-length bins (lower edges in quarters: 0, 1/2, 3/4, 1, 3/2, 2, 3, 4), as rewards.melody.
 LENGTH_BIN_NAMES: tuple[str, ...] = ("16th", "8th", "dotted 8th", "quarter", "dotted quarter", "half",
@@ -386,6 +387,33 @@ def reference_melodies(n_bars: int = 4, meter: str = "4/4", collections: Sequenc
     if not out:
         raise StyleError(f"no melody of at least {n_bars} bars in {meter} in {list(collections)}")
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_reference(n_bars: int, meter: str) -> tuple[Composition, ...]:
+    try:
+        return tuple(_shipped_windows(REFERENCE_COLLECTIONS, n_bars, meter) or ())
+    except (OSError, ValueError):
+        return ()
+
+
+def default_reference(compositions: Sequence[Composition]) -> list[Composition] | None:
+    """The shipped real melodies matching a set's length and meter (all pieces whole
+    bars of one meter, 1-8 bars, one grid), or None when there are none or the set is
+    mixed. Cached per (bars, meter)."""
+    meters = {str(c.meter) for c in compositions}
+    lengths = {c.n_steps for c in compositions}
+    if len(meters) != 1 or len(lengths) != 1 or any(c.grid != compositions[0].grid for c in compositions):
+        return None
+    c = compositions[0]
+    if c.n_steps % c.steps_per_bar or not 1 <= c.n_steps // c.steps_per_bar <= SHIPPED_BARS:
+        return None
+    from musicenv.encoding import DEFAULT_GRID
+
+    if c.grid != DEFAULT_GRID:
+        return None
+    ref = _cached_reference(c.n_steps // c.steps_per_bar, str(c.meter))
+    return list(ref) if len(ref) >= 5 else None
 
 
 def style_block(compositions: Iterable[Any], reference: Iterable[Any], *,

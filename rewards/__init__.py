@@ -36,12 +36,13 @@ register_preset("rl_tuner_theory", {name: 1.0 for name in RL_TUNER_RULES})
 # of the note-length histogram to the corpus's, phrases per phrase; the per-note terms
 # left (no_repetition, range) only penalise. So neither a stream of 16ths nor one held
 # note can outscore a real melody, and splitting a note into repeated notes never raises
-# the score (tests/test_rewards_melody.py). Weights: one beat of chord tone = 1, a
-# fully stepwise melody = 6, the corpus's rhythm instead of a stream of 16ths = about 17.
+# the score (tests/test_rewards_melody.py). Weights: one beat of chord tone = 1, a chord
+# tone on a strong beat = 3, a fully stepwise melody = 6, a tonic close by step = 9, the
+# corpus's rhythm instead of a stream of 16ths = about 17.
 register_preset("theory", {
     "in_key_time": 4.0,
     "chord_tone_time": 1.0,
-    "chord_tone_on_strong_beat": 2.0,
+    "chord_tone_on_strong_beat": 3.0,
     "stepwise_share": 6.0,
     "leap_rate": 6.0,
     "leap_resolution": 1.0,
@@ -49,7 +50,7 @@ register_preset("theory", {
     "note_length_profile": 25.0,
     "phrase_endings": 3.0,
     "period_form": 2.0,
-    "cadence": 4.0,
+    "cadence": 6.0,
     "no_repetition": 0.1,
     "range": 1.0,
     "rest_ratio": 2.0,
