@@ -374,22 +374,6 @@ def plot_all(out_dir: str | Path, runs: Sequence[Mapping[str, Any]], agg: Mappin
             ax.legend(fontsize=7)
         written.append(_save(fig, out_dir / "learning_curves.png"))
     # per-metric bars with intervals, one figure per group
-    if any("style/distance" in c["metrics"] for c in cells.values()):
-        if random_distance is None:
-            random_distance = random_style_distance(next(iter(cells.values()))["info"]["env_id"])
-        flags = farming_flags(cells, random_distance, baseline)
-        lines += ["", "## What each design's pieces sound like: style and farming", "",
-                  f"Style distance to real melodies (0 = same profile; the random policy: {_fmt(random_distance)}), "
-                  "classifier two-sample test accuracy (0.5 = indistinguishable from real melodies) and the "
-                  "profile, IQM over seeds. **Farming**: the design's own objective beats the baseline design "
-                  f"`{baseline}`'s agent on that objective, while its style distance is past the halfway mark "
-                  f"between `{baseline}`'s and the random policy's.", "",
-                  "| cell | " + " | ".join(t for _, t, _ in STYLE_COLUMNS) + " | farming |",
-                  "|---|" + "---:|" * len(STYLE_COLUMNS) + "---|"]
-        for name, c in cells.items():
-            vals = [_fmt(c["metrics"][k]["iqm"] * scale) if k in c["metrics"] else "" for k, _, scale in STYLE_COLUMNS]
-            flag = {True: "**yes**", False: "no", None: "(baseline)" if c["info"]["reward"] == baseline else "–"}
-            lines.append(f"| {name} | " + " | ".join(vals) + f" | {flag[flags[name]]} |")
     metrics = sorted({m for c in cells.values() for m in c["metrics"]})
     groups: dict[str, list[str]] = {}
     for m in metrics:

@@ -109,7 +109,7 @@ class MainJobSettings:
     seed: int = 0
     eval_seed: int = 7_000_000
     prior: str = "default"
-    kl_coef: float = 0.1
+    kl_coef: float = 0.03
     threads: int = 1
     wav: bool | None = None
     progress: bool = True
