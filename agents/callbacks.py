@@ -6,9 +6,11 @@
   :func:`musicenv.metrics.evaluate_set` (notes not in key, pitch-class entropy, chord
   tones, diversity, ...) to TensorBoard (``eval/<mode>/...``) and to the run's
   learning curve (:class:`LearningCurve`).
-* :class:`PeriodicCheckpoint` saves the model (and an off-policy replay buffer) every
-  ``save_freq`` env steps, atomically, at multiples of ``save_freq`` counted on the
-  model's own timestep counter, so the schedule survives a resume.
+* :class:`PeriodicCheckpoint` saves the agent as tensors (and an off-policy replay
+  buffer as arrays; never a pickle) every ``save_freq`` env steps, atomically, at
+  multiples of ``save_freq`` counted on the model's own timestep counter, so the
+  schedule survives a resume.
+* :class:`ProgressLines` prints training progress as plain lines (for logs and pipes).
 * :func:`evaluate` is the episode loop both the callback and the final evaluation use;
   it takes any ``policy(obs) -> action`` (a trained model through
   :class:`agents.train.ModelPolicy`, or a baseline).
@@ -29,14 +31,15 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from musicenv.baselines import run_episode
-from musicenv.render import write_atomically
+from musicenv.files import write_atomically
+from musicenv.progress import ProgressPrinter
 
 if TYPE_CHECKING:
     import gymnasium as gym
     from stable_baselines3.common.base_class import BaseAlgorithm
 
 __all__ = ["evaluate", "evaluate_per_piece", "music_statistics", "LearningCurve", "MusicEvalCallback", "PeriodicCheckpoint",
-           "save_checkpoint"]
+           "ProgressLines", "save_checkpoint"]
 
 #: Statistics of ``evaluate_set`` that are counts, not per-piece qualities (not logged).
 _COUNT_KEYS = ("rl_tuner/n_compositions", "rl_tuner/n_steps", "rl_tuner/n_leaps_resolved",
@@ -61,7 +64,7 @@ def music_statistics(compositions: Sequence[Any]) -> dict[str, float]:
 
 
 def evaluate(env: gym.Env, policy: Callable[[Any], int], seeds: Sequence[int], *,
-             statistics: bool = True) -> dict[str, Any]:
+             statistics: bool = True, progress: ProgressPrinter | None = None) -> dict[str, Any]:
     """Play one episode per seed with ``policy``; summarise rewards and music.
 
     Returns ``{"episodes": n, "reward_mean", "reward_std", "terms": {term: mean episode
@@ -74,19 +77,21 @@ def evaluate(env: gym.Env, policy: Callable[[Any], int], seeds: Sequence[int], *
             policy.reset()
         return policy
 
-    return evaluate_per_piece(env, same_policy, seeds, statistics=statistics)
+    return evaluate_per_piece(env, same_policy, seeds, statistics=statistics, progress=progress)
 
 
 def evaluate_per_piece(env: gym.Env, make_policy: Callable[[int], Callable[[Any], int]], seeds: Sequence[int], *,
-                       statistics: bool = True) -> dict[str, Any]:
+                       statistics: bool = True, progress: ProgressPrinter | None = None) -> dict[str, Any]:
     """As :func:`evaluate`, with a fresh policy per piece: ``make_policy(seed)`` (the
-    form of ``musicenv.compose`` sources)."""
+    form of ``musicenv.compose`` sources). ``progress`` is advanced by one per piece."""
     totals: list[dict[str, float]] = []
     comps = []
     for seed in seeds:
         comp, tot = run_episode(env, make_policy(int(seed)), seed=int(seed))
         totals.append(tot)
         comps.append(comp)
+        if progress is not None:
+            progress.advance()
     rewards = np.array([t["total"] for t in totals], dtype=np.float64)
     terms = {name: float(np.mean([t.get(name, 0.0) for t in totals])) for name in totals[0] if name != "total"}
     return {
@@ -96,6 +101,30 @@ def evaluate_per_piece(env: gym.Env, make_policy: Callable[[int], Callable[[Any]
         "terms": terms,
         "metrics": music_statistics(comps) if statistics else {},
     }
+
+
+class ProgressLines(BaseCallback):
+    """Training progress as :class:`ProgressPrinter` lines (timesteps out of ``total``;
+    a line at least every 10 s or 5 %), for runs whose output is not a terminal."""
+
+    def __init__(self, total: int, label: str = "training", stream: Any = None) -> None:
+        super().__init__(0)
+        self.total, self.label, self.stream = int(total), label, stream
+        self.printer: ProgressPrinter | None = None
+
+    def _on_training_start(self) -> None:
+        self.printer = ProgressPrinter(self.label, self.total, unit="steps", stream=self.stream)
+        self.printer.update(self.num_timesteps)
+
+    def _on_step(self) -> bool:
+        if self.printer is not None:
+            if self.printer.due(self.num_timesteps):  # cheap test first: this runs every env step
+                self.printer.update(self.num_timesteps)
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.printer is not None and self.printer.done != self.num_timesteps:
+            self.printer.update(self.num_timesteps)
 
 
 class LearningCurve:
@@ -114,9 +143,14 @@ class LearningCurve:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
         if self.path.exists():
-            with open(self.path, newline="", encoding="utf-8") as f:
-                self.rows = [row for row in csv.DictReader(f)
-                             if keep_until is None or int(float(row["timesteps"])) <= keep_until]
+            try:
+                with open(self.path, newline="", encoding="utf-8") as f:
+                    self.rows = [row for row in csv.DictReader(f)
+                                 if keep_until is None or int(float(row["timesteps"])) <= keep_until]
+            except (ValueError, KeyError, TypeError, csv.Error) as e:  # incl. UnicodeDecodeError
+                raise ValueError(f"cannot continue the learning curve {str(self.path)!r}: it is not a "
+                                 f"learning_curve.csv written by musicenv ({type(e).__name__}: {e}); move it away "
+                                 "to start a new one") from e
 
     def append(self, timesteps: int, mode: str, result: Mapping[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {"timesteps": int(timesteps), "time": round(time.time(), 3), "mode": mode,
@@ -208,26 +242,41 @@ class MusicEvalCallback(BaseCallback):
         self.logger.dump(self.num_timesteps)
 
 
-def save_checkpoint(model: BaseAlgorithm, directory: str | Path, *, save_replay_buffer: bool = False) -> Path:
-    """Save ``model`` as ``directory/model_<timesteps>_steps.zip``, atomically.
+#: Replay buffers kept (those of the newest checkpoints): the latest and one to fall back on.
+KEEP_BUFFERS = 2
 
-    With ``save_replay_buffer`` (off-policy models), first save the replay buffer as
-    ``replay_buffer_<timesteps>_steps.pkl`` and delete older ones (buffers are large;
-    only the latest checkpoint's is kept). The model file is written last, so a
-    checkpoint whose model exists is complete.
+
+def save_checkpoint(model: BaseAlgorithm, directory: str | Path, *, save_replay_buffer: bool = False,
+                    algo: str | None = None, config_hash: str | None = None) -> Path:
+    """Save ``model`` as ``directory/agent_<timesteps>_steps.pt``, atomically.
+
+    The file holds tensors and JSON only (:func:`agents.agent_io.save_agent`), never a
+    pickle. With ``save_replay_buffer`` (off-policy models), first save the replay
+    buffer as ``replay_buffer_<timesteps>_steps.npz`` (plain arrays) and delete all
+    but the newest :data:`KEEP_BUFFERS` (buffers are large; the previous one is kept
+    so that a damaged latest checkpoint can fall back to the one before). The agent
+    file is written last, so a checkpoint whose agent file exists is complete.
     """
+    from agents.agent_io import save_agent
+    from agents.agent_io import save_replay_buffer as save_buffer
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     steps = int(model.num_timesteps)
     if save_replay_buffer and getattr(model, "replay_buffer", None) is not None:
-        buffer = directory / f"replay_buffer_{steps}_steps.pkl"
-        write_atomically(buffer, lambda tmp: model.save_replay_buffer(tmp), what="replay buffer")
-        for old in directory.glob("replay_buffer_*_steps.pkl"):
-            if old != buffer:
-                old.unlink(missing_ok=True)
-    path = directory / f"model_{steps}_steps.zip"
-    write_atomically(path, lambda tmp: model.save(tmp), what="checkpoint")
-    return path
+        buffer = directory / f"replay_buffer_{steps}_steps.npz"
+        save_buffer(model.replay_buffer, buffer)
+        older = sorted((p for p in directory.glob("replay_buffer_*_steps.npz") if p != buffer),
+                       key=lambda p: _steps_of(p.name), reverse=True)
+        for old in older[KEEP_BUFFERS - 1:]:
+            old.unlink(missing_ok=True)
+    return save_agent(model, directory / f"agent_{steps}_steps.pt", algo=algo or type(model).__name__,
+                      config_hash=config_hash)
+
+
+def _steps_of(name: str) -> int:
+    digits = "".join(ch for ch in name.split("_steps")[0].rsplit("_", 1)[-1] if ch.isdigit())
+    return int(digits) if digits else -1
 
 
 class PeriodicCheckpoint(BaseCallback):
@@ -235,11 +284,12 @@ class PeriodicCheckpoint(BaseCallback):
     counter passes a multiple of ``save_freq`` env steps."""
 
     def __init__(self, directory: str | Path, save_freq: int, *, save_replay_buffer: bool = False,
-                 verbose: int = 0) -> None:
+                 algo: str | None = None, config_hash: str | None = None, verbose: int = 0) -> None:
         super().__init__(verbose)
         if save_freq < 1:
             raise ValueError(f"save_freq must be >= 1, got {save_freq}")
         self.directory, self.save_freq, self.save_replay_buffer = Path(directory), save_freq, save_replay_buffer
+        self.algo, self.config_hash = algo, config_hash
         self._next = save_freq
 
     def _on_training_start(self) -> None:
@@ -247,7 +297,8 @@ class PeriodicCheckpoint(BaseCallback):
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
-            path = save_checkpoint(self.model, self.directory, save_replay_buffer=self.save_replay_buffer)
+            path = save_checkpoint(self.model, self.directory, save_replay_buffer=self.save_replay_buffer,
+                                   algo=self.algo, config_hash=self.config_hash)
             if self.verbose:
                 print(f"checkpoint: {path}")
             self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq

@@ -44,11 +44,10 @@ def write_checkpoint(path: str | os.PathLike, *, fmt: str, version: int, metadat
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         **extra,
     }
+    from musicenv.files import write_atomically
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda tmp: torch.save(payload, tmp), what=f"{fmt} checkpoint")
 
 
 def read_checkpoint(path: Path, *, fmt: str, version: int, what: str, error: type[Exception],
@@ -65,6 +64,10 @@ def read_checkpoint(path: Path, *, fmt: str, version: int, what: str, error: typ
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if "weights only load failed" in str(e).lower() or "weights_only" in str(e):
+            raise error(f"{what} checkpoint {path} holds pickled Python objects, not only tensors; musicenv never "
+                        "loads such a file, as unpickling can run code (was it replaced or written by another "
+                        "program?)") from e
         # torch raises many types for damaged files (UnpicklingError, RuntimeError from the zip
         # reader, EOFError, zipfile.BadZipFile...): all mean the same thing to the user.
         raise error(f"{what} checkpoint {path} is corrupt or not a torch checkpoint "

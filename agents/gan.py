@@ -699,7 +699,7 @@ def train(model: MelodyGAN, data: SegmentSet, valid: SegmentSet | None = None, *
     ``checkpoint_path``, saved there after every improvement. ``log_dir`` gets
     TensorBoard scalars. Shows a tqdm progress bar.
     """
-    from tqdm.auto import tqdm
+    from musicenv.progress import progress_bar  # tqdm on a terminal, lines in a pipe
 
     if len(data) < 2:
         raise ValueError("need at least 2 training segments")
@@ -748,7 +748,7 @@ def train(model: MelodyGAN, data: SegmentSet, valid: SegmentSet | None = None, *
                 model.save(checkpoint_path, training_progress={"step": step, "valid": res})
 
     model.train()
-    bar = tqdm(total=max_steps, desc="train-gan", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=max_steps, desc="train-gan", unit="step", disable=not progress, dynamic_ncols=True)
     step = 0
     logs: dict[str, float] = {}
     try:

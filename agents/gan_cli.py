@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from musicenv.files import write_text as _write_text
+
 __all__ = ["add_commands", "run_train_gan", "write_sample_pictures"]
 
 
@@ -75,9 +77,11 @@ def run_train_gan(args: argparse.Namespace) -> dict[str, Any]:
     from musicenv.theory import Meter
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
+    from musicenv.files import check_not_shipped, check_out_dir
+
+    out = check_out_dir(args.out, what="--out folder")  # before any work
+    for name in ("gan.pt", "config.json", "metrics.json", "evaluation.md"):
+        check_not_shipped(out / name, force=getattr(args, "force", False))
     out.mkdir(parents=True, exist_ok=True)
     load_before = _load_average()
     mc = corpus_mod.load(args.corpus, progress=args.progress)
@@ -105,7 +109,7 @@ def run_train_gan(args: argparse.Namespace) -> dict[str, Any]:
     }
     model = gan.MelodyGAN(config, mc.grid, reference=train_segs,
                           metadata={"training": training, "corpus": corpus_meta, "meter": args.meter})
-    (out / "config.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "func"},
+    _write_text(out / "config.json", json.dumps({"args": {k: v for k, v in vars(args).items() if k != "func"},
                                                  "config": config.to_dict()}, indent=1, default=str))
     ckpt = out / "gan.pt"
     result = gan.train(model, data, valid_segs, max_steps=args.steps, max_minutes=args.minutes,
@@ -124,9 +128,9 @@ def run_train_gan(args: argparse.Namespace) -> dict[str, Any]:
     metrics = {"training": training, "corpus": corpus_meta, "history": result.history,
                "best_valid": result.best_valid, "evaluation": evaluation,
                "checkpoint": str(ckpt), "checkpoint_bytes": ckpt.stat().st_size}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+    _write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=float))
     if evaluation is not None:
-        (out / "evaluation.md").write_text(gan.format_evaluation(evaluation) + "\n")
+        _write_text(out / "evaluation.md", gan.format_evaluation(evaluation) + "\n")
     if args.pictures:
         metrics["samples_png"] = str(write_sample_pictures(model, out, n=args.pictures, seed=args.seed))
     return metrics
@@ -166,7 +170,7 @@ def _cmd_eval_gan(args: argparse.Namespace) -> int:
         print(f"({name}: {why})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+        _write_text(Path(args.json), json.dumps(results, indent=1, default=float))
     if args.png:
         path = Path(args.png)
         path.mkdir(parents=True, exist_ok=True)
@@ -195,7 +199,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--minutes", type=float, default=9.0, help="wall-time budget in minutes (default: 9)")
     p.add_argument("--bars", type=_positive_int, default=4, help="bars per segment (default: 4)")
     p.add_argument("--meter", default="4/4", help="meter of the melodies used (default: 4/4)")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="segments per batch (default: 64)")
+    p.add_argument("--force", action="store_true", help="allow writing over files shipped inside the package")
     p.add_argument("--n-critic", type=_positive_int, default=5, help="critic steps per generator step (default: 5)")
     p.add_argument("--gp-weight", type=float, default=10.0, help="gradient-penalty weight (default: 10)")
     p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of both networks (default: 2e-4)")
@@ -224,7 +229,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("checkpoint", nargs="?", default=None, help="checkpoint (default: the shipped GAN)")
     p.add_argument("--corpus", default=None, help="corpus (default: the checkpoint's)")
     p.add_argument("--n", type=_positive_int, default=200, help="samples per set (default: 200)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples evaluated (default: 0)")
     p.add_argument("--json", help="also write the results as JSON here")
     p.add_argument("--png", metavar="DIR", help="write sample piano rolls to DIR")
     p.add_argument("--pictures", type=_positive_int, default=4, help="piano rolls with --png (default: 4)")

@@ -686,7 +686,7 @@ def train(model: NoteRNN, train_corpus, valid_corpus, *, augment: bool = True, b
     bounds the wall time (training stops at the next evaluation after it). A batch holds
     up to ``batch_size`` melodies and ``max_tokens`` padded tokens.
     """
-    from tqdm.auto import tqdm
+    from musicenv.progress import progress_bar  # tqdm on a terminal, lines in a pipe
 
     if max_steps < 1 or eval_every < 1 or batch_size < 1:
         raise ValueError("max_steps, eval_every and batch_size must be >= 1")
@@ -707,7 +707,7 @@ def train(model: NoteRNN, train_corpus, valid_corpus, *, augment: bool = True, b
     best_step, bad, step, stopped = 0, 0, 0, "max_steps"
     history = [{"step": 0, "valid_nll": best, "train_nll": float("nan"), "seconds": 0.0}]
     t0 = time.perf_counter()
-    bar = tqdm(total=max_steps, desc="training note-RNN", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=max_steps, desc="training note-RNN", unit="step", disable=not progress, dynamic_ncols=True)
     running, run_n = 0.0, 0
     model.train()
     try:

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from musicenv.files import write_text as _write_text
+
 __all__ = ["add_commands", "format_table"]
 
 
@@ -127,6 +129,17 @@ def _environment(threads: int) -> dict[str, Any]:
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
+# ---------------------------------------------------------------------------- outputs
+def _check_outputs(paths: Any, force: bool) -> None:
+    """Before any work: every output file can be written (its folder exists or can be
+    created), and none overwrites a file shipped inside the package unless ``force``."""
+    from musicenv.files import check_file_target, check_not_shipped
+
+    for path in paths:
+        check_not_shipped(path, force=force)
+        check_file_target(path, what="output")
+
+
 # ---------------------------------------------------------------------------- pretrain
 _PRETRAIN_OPTIONS = ["corpus", "out", "arch", "layers", "hidden", "embed", "dropout", "heads", "relative-pitch", "condition",
                      "batch-size", "lr", "weight-decay", "steps", "eval-every", "patience", "max-minutes",
@@ -138,9 +151,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     torch = _setup_torch(args.threads)
     from agents.note_rnn import NoteRNN, NoteRNNConfig, train
 
-    out = Path(args.out)
+    out = Path(args.out) if args.out else Path("runs") / "prior" / f"note_rnn_{Path(str(args.corpus)).stem}.pt"
     if out.suffix != ".pt":
         raise ValueError(f"--out must be a .pt file path, got {out}")
+    corpus_stem = Path(str(args.corpus)).stem
+    outputs = (out, out.with_name(out.stem + ".metrics.json"), out.with_name(f"ngram_{corpus_stem}.npz"))
+    _check_outputs(outputs, args.force)  # before any work: training can take many minutes
+    args.out = str(out)  # the recorded command names it
     data, splits = _splits(args.corpus, args.split_seed)
     print(f"{args.corpus}: {len(splits.train)} train / {len(splits.valid)} valid / {len(splits.test)} test melodies "
           f"({splits.train.n_steps} / {splits.valid.n_steps} / {splits.test.n_steps} tokens)")
@@ -179,13 +196,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
                metrics={"valid_nll": row["valid"], "test_nll": row["test"], "table": rows,
                         "best_ngram": metrics["best_ngram"]})
     metrics["checkpoint_bytes"] = out.stat().st_size
-    metrics_path = out.with_name(out.stem + ".metrics.json")
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics_path = outputs[1]
+    _write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     best_ngram.meta.update(corpus=args.corpus, split=metrics["corpus"]["split"], valid_nll=best["valid"],
                            test_nll=best["test"], command=command,
                            grid={"min_pitch": data.grid.min_pitch, "max_pitch": data.grid.max_pitch,
                                  "steps_per_quarter": data.grid.steps_per_quarter})
-    ngram_path = best_ngram.save(out.with_name(f"ngram_{args.corpus}.npz"))
+    ngram_path = best_ngram.save(outputs[2])
     print(f"\nNLL in nats per token ({args.corpus}, whole held-out melodies):\n")
     print(format_table(rows))
     print(f"\nnote-RNN test NLL is {100 * metrics['improvement_over_best_ngram']:.1f} % below the best n-gram's "
@@ -233,7 +250,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from agents.note_rnn import NoteRNN, prior_path, train
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_outputs([out / f"note_rnn_{Path(str(args.corpus)).stem}_{label}.pt" for label in ("finetuned", "scratch")]
+                   + [out / "transfer.json"], args.force)
     prior = NoteRNN.load(prior_path(args.checkpoint))
     source = prior.metadata.get("corpus", {}).get("name", "prior")
     data, splits = _splits(args.corpus, args.split_seed)
@@ -257,7 +275,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         result = train(model, splits.train, splits.valid, **{**_train_kwargs(args), "lr": lr})
         title = "(b) fine-tuned" if init is not None else "(c) from scratch, same budget"
         rows.append({**_model_row(model, splits, title), "steps": result.steps, "seconds": result.seconds})
-        path = model.save(out / f"note_rnn_{args.corpus}_{label}.pt",
+        out.mkdir(parents=True, exist_ok=True)
+        path = model.save(out / f"note_rnn_{Path(str(args.corpus)).stem}_{label}.pt",
                           corpus=_corpus_record(args.corpus, data, splits, args.split_seed),
                           training={**{k: v for k, v in result.to_dict().items() if k != "history"},
                                     "command": command, "init": str(args.checkpoint) if init is not None else None},
@@ -270,7 +289,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     report = {"command": command, "source": source, "target": args.corpus, "table": rows, "runs": runs,
               "corpus": _corpus_record(args.corpus, data, splits, args.split_seed),
               "environment": _environment(args.threads)}
-    (out / "transfer.json").write_text(json.dumps(report, indent=2) + "\n")
+    _write_text(out / "transfer.json", json.dumps(report, indent=2) + "\n")
     print(f"wrote {out / 'transfer.json'} and the two checkpoints in {out}/")
     return 0
 
@@ -313,7 +332,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="train a note-RNN prior and compare it with n-gram baselines",
                               description=_cmd_pretrain.__doc__ or __doc__.split("\n\n")[1])
     p.add_argument("--corpus", default="bach", help="corpus name or path for musicenv.corpus.load (default: bach)")
-    p.add_argument("--out", default="agents/pretrained/note_rnn_bach.pt", help="checkpoint path (.pt)")
+    p.add_argument("--out", default=None, help="checkpoint path (.pt; default: runs/prior/note_rnn_<corpus>.pt). The "
+                                               "metrics JSON and the best n-gram are written next to it")
+    p.add_argument("--force", action="store_true",
+                   help="allow writing over a file shipped inside the package (e.g. agents/pretrained/)")
     p.add_argument("--arch", default="lstm", choices=["lstm", "gru", "transformer"], help="architecture (default: lstm)")
     p.add_argument("--layers", type=_positive_int, default=2, help="layers (default: 2)")
     p.add_argument("--hidden", type=_positive_int, default=128, help="units per layer / model width (default: 128)")
@@ -340,6 +362,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="default", help="prior to start from ('default' / 'small': a shipped Bach prior)")
     p.add_argument("--corpus", default="essen", help="target corpus (default: essen)")
     p.add_argument("--out", default="runs/transfer", help="output directory (default: runs/transfer)")
+    p.add_argument("--force", action="store_true", help="allow writing over files shipped inside the package")
     p.add_argument("--scratch-lr", type=float, default=3e-3, help="peak learning rate from scratch (default: 3e-3)")
     p.add_argument("--no-baselines", action="store_true", help="skip the n-gram baselines on the target corpus")
     _add_training_options(p, steps=400, lr=1e-3, max_minutes=3.5)

@@ -43,21 +43,42 @@ Run directory
       run.json              status (running/interrupted/failed/evaluating/finished), seeds, timesteps,
                             resumes, host and pid
       versions.json         python, torch, stable-baselines3, sb3-contrib, gymnasium, numpy, musicenv
-      model.zip             the final model (SB3 format)
+      agent.pt              the final agent: weights, optimiser state and counters (tensors + JSON)
+      model.zip             the same model in SB3's format, for other tools; never loaded by musicenv
+                            (it holds pickles) unless you pass --unsafe-load-sb3-zip
       final_metrics.json    greedy and sampled: mean reward, per-term means, music metrics;
                             and the baselines (default: the random policy) on the same pieces
       learning_curve.csv    one row per evaluation and mode (greedy/sampled)
       train*.monitor.csv    training episodes (SB3 VecMonitor), one file per (re)start
       tensorboard/<ALGO>_1/ TensorBoard event files (training stats and eval/*)
-      checkpoints/model_<steps>_steps.zip   periodic checkpoints
-      checkpoints/replay_buffer_<steps>_steps.pkl   off-policy only, latest checkpoint only
+      checkpoints/agent_<steps>_steps.pt   periodic checkpoints (as agent.pt)
+      checkpoints/replay_buffer_<steps>_steps.npz   off-policy only, the two latest checkpoints' only
 
 Every file is written atomically (a temporary file renamed into place), so a killed
 run never leaves a half-written model, checkpoint, curve or metrics file.
 
-**Run directories are trusted input.** SB3's ``.zip`` models and ``.pkl`` replay
-buffers contain pickled Python objects (SB3's own format); loading one can run
-code. Load only run directories you (or someone you trust) wrote.
+**Loading a run directory never unpickles.** Agents are stored as tensors
+(``torch.save`` of state dicts, read with ``torch.load(weights_only=True)``), replay
+buffers as ``.npz`` arrays (``allow_pickle=False``), configs as YAML (``safe_load``)
+and state as JSON; :func:`load_run` and :func:`resume` rebuild the algorithm from
+``config.yml`` and copy the tensors in (:mod:`agents.agent_io`). SB3's ``model.zip``
+is written for interoperability only; runs of older musicenv versions that have
+nothing else are loaded only with ``unsafe_load_sb3_zip=True``
+(``--unsafe-load-sb3-zip``, or the compose source ``run-unsafe-sb3-zip:RUN_DIR``),
+and only if you trust whoever wrote them.
+
+Reuse
+-----
+A run's *identity* is its resolved config (env id, every env keyword including the
+observation settings, which :func:`resolve_config` pins to their values, reward
+spec, algorithm, hyperparameters, seeds, budget, evaluation settings) plus the
+musicenv version, without the settings that do not change results (``out``,
+``progress``, ``verbose``, ``n_threads``, ``device``, ``checkpoint_freq``, and
+``hyperparams_file``, whose content is in ``hyperparams``); :func:`config_hash` hashes it
+into ``run.json``. The benchmark and the main job reuse a finished run only when
+the identities match, and otherwise stop with :class:`StaleRunError`, naming the
+keys that differ (``--force`` starts over). ``musicenv train --out RUN_DIR --force``
+replaces an existing run.
 
 Resuming
 --------
@@ -122,6 +143,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from musicenv.files import write_text as _write_text
+
 if TYPE_CHECKING:
     import gymnasium as gym
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -135,6 +158,12 @@ __all__ = [
     "ModelPolicy",
     "RunResult",
     "RunStateError",
+    "StaleRunError",
+    "build_model",
+    "config_hash",
+    "config_identity",
+    "run_identity",
+    "identity_difference",
     "TrainConfig",
     "TrainConfigError",
     "add_commands",
@@ -167,7 +196,10 @@ ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "gelu": "GELU", "le
                "silu": "SiLU"}
 
 CONFIG_FILE, RUN_FILE, VERSIONS_FILE = "config.yml", "run.json", "versions.json"
+AGENT_FILE = "agent.pt"
 MODEL_FILE, FINAL_METRICS_FILE, CURVE_FILE = "model.zip", "final_metrics.json", "learning_curve.csv"
+#: TrainConfig fields that do not change what a run computes (left out of its identity).
+UNHASHED_FIELDS = ("out", "progress", "verbose", "n_threads", "device", "hyperparams_file", "checkpoint_freq")
 CHECKPOINT_DIR, TENSORBOARD_DIR = "checkpoints", "tensorboard"
 
 
@@ -177,6 +209,10 @@ class TrainConfigError(ValueError):
 
 class RunStateError(ValueError):
     """A run directory cannot be used as asked (missing files, already finished, ...)."""
+
+
+class StaleRunError(RunStateError):
+    """A finished run was made with another config than the one asked for."""
 
 
 # --------------------------------------------------------------------------- algorithms
@@ -313,7 +349,7 @@ def _read_yaml(path: Path) -> Any:
             return yaml.safe_load(f)
     except OSError as e:
         raise TrainConfigError(f"cannot read {str(path)!r}: {e}") from e
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise TrainConfigError(f"{str(path)!r} is not valid YAML: {e}") from e
 
 
@@ -522,13 +558,122 @@ def resolve_config(config: TrainConfig | Mapping[str, Any], *, read_hyperparams:
     if isinstance(cfg.baselines, str) or not all(isinstance(b, str) for b in cfg.baselines):
         raise TrainConfigError(f"baselines must be a list of source names, got {cfg.baselines!r}")
     cfg.baselines = list(cfg.baselines)
+    cfg.device = _check_device(cfg.device)
     env = make_env(cfg)
     try:
+        # pin every setting the env would otherwise take from its defaults (history_length,
+        # observe_prior, ...), so the run means the same thing if a default changes later
+        cfg.env_kwargs = {**_env_defaults(env), **cfg.env_kwargs}
         for name in cfg.baselines:
             baseline_source(name, env)
     finally:
         env.close()
     return cfg
+
+
+def _env_defaults(env: gym.Env) -> dict[str, Any]:
+    """The env's constructor keywords that have plain default values (not ``reward``)."""
+    unwrapped = env.unwrapped
+    core = getattr(unwrapped, "core_class", None)
+    target = core.__init__ if core is not None else type(unwrapped).__init__
+    out: dict[str, Any] = {}
+    for name, p in inspect.signature(target).parameters.items():
+        if (p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+                and name not in ("self", "batch_size", "num_envs", "reward", "render_mode")
+                and p.default is not inspect.Parameter.empty
+                and (p.default is None or type(p.default) in (bool, int, float, str))):
+            out[name] = p.default
+    return out
+
+
+def _check_device(device: Any) -> str:
+    """``device`` if torch can use it on this machine (``auto``, ``cpu``, ``cuda[:N]``, ``mps``)."""
+    import torch
+
+    if not isinstance(device, str) or not device:
+        raise TrainConfigError(f"device must be a torch device name such as cpu, cuda, cuda:0 or auto, got {device!r}")
+    if device == "auto":
+        return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise TrainConfigError(f"device {device!r} is not a torch device name; accepted: auto, cpu, cuda, cuda:N, "
+                               "mps") from e
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise TrainConfigError(f"device {device!r}: this machine has no CUDA device (torch "
+                                   f"{torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise TrainConfigError(f"device {device!r}: this machine has {count} CUDA device(s), "
+                                   f"cuda:0..cuda:{count - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise TrainConfigError(f"device {device!r}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise TrainConfigError(f"device {device!r}: musicenv trains on cpu, cuda[:N] or mps, not {dev.type}")
+    return device
+
+
+def config_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """What a run computes: the resolved config without :data:`UNHASHED_FIELDS`, plus
+    the musicenv version (see "Reuse" in the module doc)."""
+    import musicenv
+
+    data = {k: v for k, v in cfg.to_dict().items() if k not in UNHASHED_FIELDS}
+    data["musicenv_version"] = musicenv.__version__
+    return json_safe(data)
+
+
+def config_hash(identity: Mapping[str, Any]) -> str:
+    """A short hash of a :func:`config_identity`."""
+    import hashlib
+
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_identity(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The identity of the run in ``run_dir`` (its ``config.yml`` and the musicenv
+    version in ``versions.json``)."""
+    run_dir = Path(run_dir)
+    cfg = _load_run_config(run_dir)
+    data = {k: v for k, v in cfg.to_dict().items() if k not in UNHASHED_FIELDS}
+    versions = _read_json(run_dir / VERSIONS_FILE) if (run_dir / VERSIONS_FILE).is_file() else {}
+    data["musicenv_version"] = versions.get("musicenv", "unknown") if isinstance(versions, dict) else "unknown"
+    return json_safe(data)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, Mapping) and data:
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: data}
+
+
+def identity_difference(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """``key: stored -> wanted`` for every (dotted) key where two identities differ."""
+    a, b = _flatten(stored), _flatten(wanted)
+    missing = object()
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va != vb:
+            before, after = ("(unset)" if v is missing else repr(v) for v in (va, vb))
+            out.append(f"{key}: {before} -> {after}")
+    return out
+
+
+def check_reusable(run_dir: str | os.PathLike, cfg: TrainConfig, what: str = "run") -> None:
+    """Raise :class:`StaleRunError` unless the run in ``run_dir`` has ``cfg``'s identity
+    (the message names the differing keys and the ``--force`` way out)."""
+    diff = identity_difference(run_identity(run_dir), config_identity(cfg))
+    if diff:
+        shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+        raise StaleRunError(f"{what} {str(run_dir)!r} was made with another config ({shown}); pass --force to "
+                            "delete it and start over, or choose another output folder")
 
 
 def _resolve_reward(reward: Any) -> Any:
@@ -684,12 +829,6 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _write_text(path: Path, text: str) -> None:
-    from musicenv.render import write_atomically
-
-    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), what=path.name)
-
-
 def json_safe(data: Any) -> Any:
     """NaN (an undefined statistic) becomes null, so the file is standard JSON."""
     if isinstance(data, float) and not math.isfinite(data):
@@ -707,10 +846,14 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of a run directory; :class:`RunStateError` if it is not one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunStateError(f"cannot read {str(path)!r}: {e}") from e
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RunStateError(f"cannot read {str(path)!r}: not a JSON file ({type(e).__name__}: {e})") from e
+    if not isinstance(data, dict):
+        raise RunStateError(f"cannot read {str(path)!r}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _default_out(cfg: TrainConfig) -> Path:
@@ -718,28 +861,54 @@ def _default_out(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.algo}-{cfg.env_id}-seed{cfg.seed}-{stamp}"
 
 
-def _check_new_run_dir(out: Path) -> None:
-    """Raise unless ``out`` is missing or an empty directory (creates nothing)."""
+def _check_new_run_dir(out: Path, force: bool = False) -> None:
+    """Raise unless ``out`` is missing, an empty directory, or (with ``force``) a run
+    directory to be replaced; and unless it can be created (creates nothing)."""
+    from musicenv.files import check_out_dir
+
+    try:
+        check_out_dir(out, what="run directory")
+    except OSError as e:
+        raise RunStateError(str(e)) from e
     if not out.exists():
         return
-    if not out.is_dir():
-        raise RunStateError(f"--out {str(out)!r} exists and is not a directory")
     if (out / CONFIG_FILE).exists():
+        if force:
+            return
         raise RunStateError(f"{str(out)!r} already holds a run; continue it with "
-                            f"`musicenv train --resume {out}` or choose another --out")
+                            f"`musicenv train --resume {out}`, replace it with --force, or choose another --out")
     if any(out.iterdir()):
         raise RunStateError(f"--out {str(out)!r} is not empty; choose a new or empty directory")
 
 
-def _build_model(cfg: TrainConfig, venv: VecEnv, run_dir: Path) -> BaseAlgorithm:
+def build_model(cfg: TrainConfig, venv: VecEnv | None = None, run_dir: Path | None = None) -> BaseAlgorithm:
+    """The algorithm a resolved config describes, untrained: on ``venv`` (for training)
+    or, without one, on the spaces of :func:`make_env` (for playing loaded weights)."""
     algo_cls = get_algorithm(cfg.algo).load_class()
     try:
         # an import path names a class SB3 cannot look up by name; aliases stay strings
         policy = _policy_class(algo_cls, cfg.policy, "config") if ":" in str(cfg.policy) else cfg.policy
-        return algo_cls(policy, venv, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose,
-                        tensorboard_log=str(run_dir / TENSORBOARD_DIR), **algorithm_kwargs(cfg))
+        if venv is not None:
+            return algo_cls(policy, venv, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose,
+                            tensorboard_log=str(run_dir / TENSORBOARD_DIR) if run_dir is not None else None,
+                            **algorithm_kwargs(cfg))
+        env = make_env(cfg)
+        try:
+            spaces = env.observation_space, env.action_space
+        finally:
+            env.close()
+        # as SB3's own load(): construct without an env, give it the spaces, then set up
+        model = algo_cls(policy, None, device=cfg.device, verbose=cfg.verbose, _init_setup_model=False,
+                         **algorithm_kwargs(cfg))
+        model.observation_space, model.action_space = spaces
+        model.n_envs = cfg.n_envs
+        model._setup_model()
+        return model
     except (TypeError, ValueError, AssertionError) as e:
         raise TrainConfigError(f"{algo_cls.__name__} rejected the hyperparameters {cfg.hyperparams}: {e}") from e
+
+
+_build_model = build_model
 
 
 def _callbacks(cfg: TrainConfig, run_dir: Path, curve_rows_after: int | None, extra: Sequence[BaseCallback]) -> list:
@@ -749,7 +918,8 @@ def _callbacks(cfg: TrainConfig, run_dir: Path, curve_rows_after: int | None, ex
     cbs: list = []
     if cfg.checkpoint_freq:
         cbs.append(PeriodicCheckpoint(run_dir / CHECKPOINT_DIR, cfg.checkpoint_freq,
-                                      save_replay_buffer=spec.off_policy))
+                                      save_replay_buffer=spec.off_policy, algo=spec.name,
+                                      config_hash=config_hash(config_identity(cfg))))
     if cfg.eval_freq:
         curve = LearningCurve(run_dir / CURVE_FILE, keep_until=curve_rows_after)
         cbs.append(MusicEvalCallback(lambda: make_env(cfg), eval_freq=cfg.eval_freq, n_episodes=cfg.eval_episodes,
@@ -766,16 +936,19 @@ def _update_run_state(run_dir: Path, **changes: Any) -> dict[str, Any]:
     return state
 
 
-def train(config: TrainConfig | Mapping[str, Any], callbacks: Sequence[BaseCallback] = ()) -> RunResult:
+def train(config: TrainConfig | Mapping[str, Any], callbacks: Sequence[BaseCallback] = (), *,
+          force: bool = False) -> RunResult:
     """Train one agent as ``config`` says and write its run directory (see module doc).
 
-    Everything is validated before the run directory is created or training starts.
-    ``callbacks`` are extra SB3 callbacks run after the built-in ones. Ctrl-C saves a
-    checkpoint, marks the run interrupted and re-raises ``KeyboardInterrupt``.
+    Everything is validated before the run directory is created or training starts,
+    including that the run directory can be created. ``force`` replaces a run already
+    in ``config.out`` (it is deleted once the new run is validated). ``callbacks`` are
+    extra SB3 callbacks run after the built-in ones. Ctrl-C saves a checkpoint, marks
+    the run interrupted and re-raises ``KeyboardInterrupt``.
     """
     cfg = resolve_config(config)
     run_dir = Path(cfg.out) if cfg.out is not None else _default_out(cfg)
-    _check_new_run_dir(run_dir)
+    _check_new_run_dir(run_dir, force=force)
     cfg.out = str(run_dir)
     _set_threads(cfg)
     # The constructor validates the hyperparameters against the envs; do it before
@@ -786,11 +959,16 @@ def train(config: TrainConfig | Mapping[str, Any], callbacks: Sequence[BaseCallb
         _build_model(cfg, venv, run_dir)
     finally:
         venv.close()
+    if force and (run_dir / CONFIG_FILE).exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
     _write_text(run_dir / CONFIG_FILE, _config_yaml(cfg))
     write_json(run_dir / VERSIONS_FILE, package_versions())
-    _update_run_state(run_dir, status="running", seed=cfg.seed, timesteps=0, n_timesteps=cfg.n_timesteps,
+    _update_run_state(run_dir, status="running", config_hash=config_hash(config_identity(cfg)),
+                      seed=cfg.seed, timesteps=0, n_timesteps=cfg.n_timesteps,
                       seeds={"training": [cfg.seed, cfg.seed + cfg.n_envs - 1],
                              "eval": [cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes - 1],
                              "test": [cfg.test_seed, cfg.test_seed + cfg.final_episodes - 1]},
@@ -824,11 +1002,17 @@ def _learn(cfg: TrainConfig, model: BaseAlgorithm, run_dir: Path, extra: Sequenc
     spec = get_algorithm(cfg.algo)
     try:
         if remaining > 0:
-            model.learn(remaining, callback=_callbacks(cfg, run_dir, curve_keep_until, extra),
-                        progress_bar=cfg.progress, reset_num_timesteps=reset_num_timesteps,
-                        tb_log_name=type(model).__name__)
+            callbacks = _callbacks(cfg, run_dir, curve_keep_until, extra)
+            if _progress_lines(cfg):
+                from agents.callbacks import ProgressLines
+
+                callbacks.append(ProgressLines(cfg.n_timesteps, label=f"training {run_dir.name}"))
+            model.learn(remaining, callback=callbacks,
+                        progress_bar=cfg.progress and not _progress_lines(cfg),
+                        reset_num_timesteps=reset_num_timesteps, tb_log_name=type(model).__name__)
     except KeyboardInterrupt:
-        save_checkpoint(model, run_dir / CHECKPOINT_DIR, save_replay_buffer=spec.off_policy)
+        save_checkpoint(model, run_dir / CHECKPOINT_DIR, save_replay_buffer=spec.off_policy, algo=spec.name,
+                        config_hash=config_hash(config_identity(cfg)))
         _update_run_state(run_dir, status="interrupted", timesteps=int(model.num_timesteps), stopped=_now())
         raise
     except BaseException as e:
@@ -838,12 +1022,15 @@ def _learn(cfg: TrainConfig, model: BaseAlgorithm, run_dir: Path, extra: Sequenc
     finally:
         if model.env is not None:
             model.env.close()
-    from musicenv.render import write_atomically
+    from agents.agent_io import save_agent
+    from musicenv.files import write_atomically
 
+    save_agent(model, run_dir / AGENT_FILE, algo=spec.name, config_hash=config_hash(config_identity(cfg)))
+    # SB3's own format, for other tools only (musicenv never loads it: it holds pickles)
     write_atomically(run_dir / MODEL_FILE, lambda tmp: model.save(tmp), what="model")
-    # if the final evaluation is cut short, --resume evaluates model.zip without training
+    # if the final evaluation is cut short, --resume evaluates agent.pt without training
     _update_run_state(run_dir, status="evaluating", timesteps=int(model.num_timesteps))
-    metrics = final_evaluation(model, cfg)
+    metrics = final_evaluation(model, cfg, progress=_progress_lines(cfg))
     write_json(run_dir / FINAL_METRICS_FILE, metrics)
     _update_run_state(run_dir, status="finished", timesteps=int(model.num_timesteps), finished=_now())
     return RunResult(run_dir, cfg, model, metrics, int(model.num_timesteps), time.perf_counter() - t0)
@@ -868,21 +1055,29 @@ def baseline_source(name: str, env: gym.Env) -> Callable[[int], Callable[[Any], 
     return info.factory(env, argument=argument, temperature=1.0)
 
 
-def final_evaluation(model: BaseAlgorithm, cfg: TrainConfig) -> dict[str, Any]:
+def _progress_lines(cfg: TrainConfig) -> bool:
+    """Progress as plain lines: asked for, and stdout is not a terminal (a pipe, a log)."""
+    return bool(cfg.progress) and not sys.stdout.isatty()
+
+
+def final_evaluation(model: BaseAlgorithm, cfg: TrainConfig, *, progress: bool = False) -> dict[str, Any]:
     """Greedy and sampled episodes on the held-out test seeds, and each of
     ``cfg.baselines`` (by default the random policy, the floor every reward design is
-    compared against) on the same pieces."""
-    from agents.callbacks import evaluate, evaluate_per_piece
+    compared against) on the same pieces. ``progress`` prints a line at least every
+    10 s or 5 % of the pieces."""
+    from agents.callbacks import ProgressPrinter, evaluate, evaluate_per_piece
 
     seeds = list(range(cfg.test_seed, cfg.test_seed + cfg.final_episodes))
+    printer = (ProgressPrinter("final evaluation", len(seeds) * (2 + len(cfg.baselines)), unit="pieces")
+               if progress else None)
     env = make_env(cfg)
     try:
         out: dict[str, Any] = {"timesteps": int(model.num_timesteps), "episodes": cfg.final_episodes,
                                "seeds": [seeds[0], seeds[-1]], "reward": cfg.reward}
         for mode, deterministic in (("greedy", True), ("sampled", False)):
             out[mode] = evaluate(env, ModelPolicy(model, env, deterministic=deterministic, seed=cfg.test_seed),
-                                 seeds)
-        out["baselines"] = {name: evaluate_per_piece(env, baseline_source(name, env), seeds)
+                                 seeds, progress=printer)
+        out["baselines"] = {name: evaluate_per_piece(env, baseline_source(name, env), seeds, progress=printer)
                             for name in cfg.baselines}
     finally:
         env.close()
@@ -890,18 +1085,38 @@ def final_evaluation(model: BaseAlgorithm, cfg: TrainConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- resume
-def latest_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, Path | None] | None:
-    """``(model zip, replay buffer or None)`` of the newest checkpoint, or None."""
+def checkpoints(run_dir: str | os.PathLike, *, sb3_zip: bool = False) -> list[tuple[int, Path, Path | None]]:
+    """``(timesteps, agent file, replay buffer or None)`` of every checkpoint, newest
+    first; with ``sb3_zip``, those in SB3's pickle format that older musicenv versions
+    wrote (``model_<steps>_steps.zip``, ``replay_buffer_<steps>_steps.pkl``)."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
-    best: tuple[int, Path] | None = None
-    for p in ckpt_dir.glob("model_*_steps.zip"):
-        steps = p.name[len("model_"):-len("_steps.zip")]
-        if steps.isdigit() and (best is None or int(steps) > best[0]):
-            best = (int(steps), p)
-    if best is None:
-        return None
-    buffer = ckpt_dir / f"replay_buffer_{best[0]}_steps.pkl"
-    return best[1], buffer if buffer.exists() else None
+    prefix, suffix, buffer_suffix = ("model_", "_steps.zip", ".pkl") if sb3_zip else ("agent_", "_steps.pt", ".npz")
+    found = []
+    for p in ckpt_dir.glob(f"{prefix}*{suffix}"):
+        steps = p.name[len(prefix):-len(suffix)]
+        if steps.isdigit():
+            buffer = ckpt_dir / f"replay_buffer_{steps}_steps{buffer_suffix}"
+            found.append((int(steps), p, buffer if buffer.is_file() else None))
+    return sorted(found, key=lambda c: c[0], reverse=True)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, Path | None] | None:
+    """``(agent file, replay buffer or None)`` of the newest checkpoint, or None."""
+    found = checkpoints(run_dir)
+    return (found[0][1], found[0][2]) if found else None
+
+
+def _sb3_zip_checkpoints(run_dir: Path) -> list[tuple[int, Path, Path | None]]:
+    return checkpoints(run_dir, sb3_zip=True)
+
+
+def _unsafe_hint(run_dir: Path) -> str:
+    zips = [p.name for p in (run_dir / MODEL_FILE, *(c[1] for c in _sb3_zip_checkpoints(run_dir))) if p.is_file()]
+    if not zips:
+        return ""
+    return (f"; it holds only SB3 .zip files ({', '.join(zips[:3])}), as older musicenv versions wrote. They are "
+            "pickles and can run code when loaded: if you trust whoever wrote this run, pass --unsafe-load-sb3-zip "
+            "(compose: the source run-unsafe-sb3-zip:RUN_DIR)")
 
 
 def _alive(host: Any, pid: Any) -> bool:
@@ -918,14 +1133,51 @@ def _alive(host: Any, pid: Any) -> bool:
 
 
 def _load_run_config(run_dir: Path) -> TrainConfig:
+    if not run_dir.is_dir():
+        raise RunStateError(f"{str(run_dir)!r} is not a run directory (no such directory)")
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunStateError(f"{str(run_dir)!r} is not a run directory (no {CONFIG_FILE})")
     return TrainConfig.from_yaml(run_dir / CONFIG_FILE)
 
 
+def _load_agent(cfg: TrainConfig, path: Path, venv: VecEnv | None, run_dir: Path,
+                buffer: Path | None = None) -> BaseAlgorithm:
+    """Build the run's algorithm from its config and copy in the agent file's tensors
+    (and the replay buffer's arrays); :class:`agents.agent_io.AgentFileError` if a file
+    is damaged or does not fit."""
+    from agents.agent_io import load_replay_buffer, read_agent, restore_agent
+
+    payload, meta = read_agent(path)  # first: a damaged file costs no model building
+    model = build_model(cfg, venv, run_dir)
+    restore_agent(model, payload, meta, path)
+    if buffer is not None and getattr(model, "replay_buffer", None) is not None:
+        load_replay_buffer(model.replay_buffer, buffer)
+    return model
+
+
+def _load_sb3_zip(cfg: TrainConfig, path: Path, venv: VecEnv | None, run_dir: Path, buffer: Path | None,
+                  device: str) -> BaseAlgorithm:
+    """UNSAFE: SB3's own loader (unpickles). Only behind ``unsafe_load_sb3_zip``."""
+    kwargs: dict[str, Any] = {"device": device}
+    if venv is not None:
+        kwargs.update(env=venv, tensorboard_log=str(run_dir / TENSORBOARD_DIR), verbose=cfg.verbose)
+    model = get_algorithm(cfg.algo).load_class().load(path, **kwargs)
+    if buffer is not None and getattr(model, "replay_buffer", None) is not None:
+        model.load_replay_buffer(buffer)
+    return model
+
+
 def resume(run_dir: str | os.PathLike, *, progress: bool | None = None,
-           callbacks: Sequence[BaseCallback] = ()) -> RunResult:
-    """Continue an interrupted run from its latest checkpoint (see module doc)."""
+           callbacks: Sequence[BaseCallback] = (), unsafe_load_sb3_zip: bool = False) -> RunResult:
+    """Continue an interrupted run from its latest checkpoint (see module doc).
+
+    A checkpoint that cannot be read (damaged, truncated, foreign) is skipped for the
+    one before it, with a warning on stderr; its replay buffer too, if it has one.
+    ``unsafe_load_sb3_zip`` lets a run of an older musicenv version, which has only
+    SB3 ``.zip`` checkpoints, be resumed from them (they are pickles: trusted runs only).
+    """
+    from agents.agent_io import AgentFileError
+
     run_dir = Path(run_dir)
     cfg = _load_run_config(run_dir)
     cfg = resolve_config(cfg, read_hyperparams=False)
@@ -933,62 +1185,103 @@ def resume(run_dir: str | os.PathLike, *, progress: bool | None = None,
     if progress is not None:
         cfg.progress = progress
     state = _read_json(run_dir / RUN_FILE) if (run_dir / RUN_FILE).exists() else {}
+    if not isinstance(state, dict):
+        raise RunStateError(f"{str(run_dir / RUN_FILE)!r} is not a JSON object")
     if state.get("status") == "finished":
         raise RunStateError(f"{str(run_dir)!r} finished ({state.get('timesteps')} timesteps); nothing to resume. "
                             "Start a new run with --config to train longer.")
     if state.get("status") == "running" and _alive(state.get("host"), state.get("pid")):
         raise RunStateError(f"{str(run_dir)!r} is still being trained by process {state['pid']} on this machine; "
                             "stop it first")
+    spec = get_algorithm(cfg.algo)
+    candidates = checkpoints(run_dir)
+    if state.get("status") == "evaluating" and (run_dir / AGENT_FILE).is_file():
+        candidates = [(-1, run_dir / AGENT_FILE, None), *candidates]  # trained; only the final evaluation is missing
+    unsafe = False
+    if not candidates and unsafe_load_sb3_zip:
+        candidates, unsafe = _sb3_zip_checkpoints(run_dir), True
+        if state.get("status") == "evaluating" and (run_dir / MODEL_FILE).is_file():
+            candidates = [(-1, run_dir / MODEL_FILE, None), *candidates]
+    elif not candidates and _unsafe_hint(run_dir):
+        raise RunStateError(f"cannot resume {str(run_dir)!r} safely{_unsafe_hint(run_dir)}")
     _set_threads(cfg)
     resumes = list(state.get("resumes", []))
     k = len(resumes) + 1
     venv = make_vec_env(cfg, run_dir / f"train-resume{k}.monitor.csv")
-    ckpt = latest_checkpoint(run_dir)
-    if state.get("status") == "evaluating" and (run_dir / MODEL_FILE).is_file():
-        ckpt = (run_dir / MODEL_FILE, None)  # trained; only the final evaluation is missing
-    spec = get_algorithm(cfg.algo)
-    if ckpt is None:
-        model = _build_model(cfg, venv, run_dir)
-        restored = {"checkpoint": None, "timesteps": 0}
-    else:
-        model = spec.load_class().load(ckpt[0], env=venv, device=cfg.device,
-                                       tensorboard_log=str(run_dir / TENSORBOARD_DIR), verbose=cfg.verbose)
-        if ckpt[1] is not None and spec.off_policy:
-            model.load_replay_buffer(ckpt[1])
-        model.set_random_seed(cfg.seed + cfg.n_envs * k)
-        restored = {"checkpoint": ckpt[0].name, "replay_buffer": ckpt[1].name if ckpt[1] else None,
-                    "timesteps": int(model.num_timesteps)}
+    model, restored, skipped = None, {"checkpoint": None, "timesteps": 0}, []
+    try:
+        for _steps, path, buffer in candidates:
+            try:
+                if unsafe:
+                    model = _load_sb3_zip(cfg, path, venv, run_dir, buffer if spec.off_policy else None, cfg.device)
+                else:
+                    model = _load_agent(cfg, path, venv, run_dir, buffer if spec.off_policy else None)
+            except AgentFileError as e:
+                skipped.append(path.name)
+                print(f"warning: {e}; falling back to the previous checkpoint", file=sys.stderr, flush=True)
+                continue
+            if spec.off_policy and buffer is None and path.name != AGENT_FILE:
+                print(f"note: {path.name} has no saved replay buffer; training continues with an empty one",
+                      file=sys.stderr, flush=True)
+            model.set_random_seed(cfg.seed + cfg.n_envs * k)
+            restored = {"checkpoint": path.name, "replay_buffer": buffer.name if buffer else None,
+                        "timesteps": int(model.num_timesteps)}
+            break
+        if model is None:
+            if skipped:
+                print(f"warning: no readable checkpoint in {run_dir} ({', '.join(skipped)} skipped); "
+                      "starting the run over", file=sys.stderr, flush=True)
+            model = build_model(cfg, venv, run_dir)
+    except BaseException:
+        venv.close()
+        raise
+    if skipped:
+        restored["skipped"] = skipped
     resumes.append({"at": _now(), **restored})
     _update_run_state(run_dir, status="running", resumes=resumes, host=platform.node(), pid=os.getpid())
+    fresh = restored["checkpoint"] is None
     # curve rows newer than the checkpoint are redone; with no checkpoint, all of them
-    return _learn(cfg, model, run_dir, callbacks, reset_num_timesteps=ckpt is None,
-                  curve_keep_until=int(model.num_timesteps) if ckpt is not None else -1)
+    return _learn(cfg, model, run_dir, callbacks, reset_num_timesteps=fresh,
+                  curve_keep_until=int(model.num_timesteps) if not fresh else -1)
 
 
 # ----------------------------------------------------------------------------- sampling
 def load_run(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
-             device: str = "cpu") -> tuple[BaseAlgorithm, TrainConfig]:
-    """Load a run's model and config (trusted input: SB3 zips hold pickled objects).
+             device: str = "cpu", unsafe_load_sb3_zip: bool = False) -> tuple[BaseAlgorithm, TrainConfig]:
+    """Load a run's agent and config, without unpickling anything.
 
-    Loads ``model.zip``, or, for an unfinished run, its latest checkpoint; or the
-    ``checkpoint`` file given. The model has no env attached; play it with
-    :class:`ModelPolicy` on ``agents.train.make_env(config)``.
+    Loads ``agent.pt``, or, for an unfinished run, its latest checkpoint; or the
+    ``checkpoint`` file given. The algorithm is rebuilt from ``config.yml`` and the
+    weights copied in (:mod:`agents.agent_io`). The model has no env attached; play it
+    with :class:`ModelPolicy` on ``agents.train.make_env(config)``. A run of an older
+    musicenv version that has only SB3 ``.zip`` files is refused unless
+    ``unsafe_load_sb3_zip`` (those files are pickles: load only runs you trust).
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
     cfg = _load_run_config(run_dir)
+    cfg = resolve_config(cfg, read_hyperparams=False)
+    cfg.device = _check_device(device)
     if checkpoint is not None:
         path = Path(checkpoint)
-    elif (run_dir / MODEL_FILE).is_file():
-        path = run_dir / MODEL_FILE
+    elif (run_dir / AGENT_FILE).is_file():
+        path = run_dir / AGENT_FILE
     else:
         ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise RunStateError(f"{str(run_dir)!r} has neither {MODEL_FILE} nor a checkpoint yet")
-        path = ckpt[0]
+        if ckpt is not None:
+            path = ckpt[0]
+        elif unsafe_load_sb3_zip and ((run_dir / MODEL_FILE).is_file() or _sb3_zip_checkpoints(run_dir)):
+            path = run_dir / MODEL_FILE if (run_dir / MODEL_FILE).is_file() else _sb3_zip_checkpoints(run_dir)[0][1]
+        else:
+            raise RunStateError(f"{str(run_dir)!r} has neither {AGENT_FILE} nor a checkpoint yet"
+                                f"{_unsafe_hint(run_dir)}")
     if not path.is_file():
-        raise RunStateError(f"no model file {str(path)!r}")
-    model = get_algorithm(cfg.algo).load_class().load(path, device=device)
-    return model, cfg
+        raise RunStateError(f"no agent file {str(path)!r}")
+    if path.suffix == ".zip":
+        if not unsafe_load_sb3_zip:
+            raise RunStateError(f"{str(path)!r} is an SB3 .zip (a pickle, which can run code when loaded); musicenv "
+                                "loads it only with --unsafe-load-sb3-zip, for runs you trust")
+        return _load_sb3_zip(cfg, path, None, run_dir, None, cfg.device), cfg
+    return _load_agent(cfg, path, None, run_dir), cfg
 
 
 class ModelPolicy:
@@ -1061,13 +1354,13 @@ class ModelPolicy:
             space_rng.state = saved[2]
 
 
-def _run_source(deterministic: bool) -> Callable[..., Callable[[int], ModelPolicy]]:
+def _run_source(deterministic: bool, unsafe: bool = False) -> Callable[..., Callable[[int], ModelPolicy]]:
     """A ``musicenv.compose`` source factory playing a run directory's model."""
 
     def factory(env: gym.Env, *, argument: str | None, temperature: float) -> Callable[[int], ModelPolicy]:
         if not argument:
             raise RunStateError("the run source needs a run directory: run:RUN_DIR")
-        model, cfg = load_run(argument)
+        model, cfg = load_run(argument, unsafe_load_sb3_zip=unsafe)
         env_id = env.spec.id if env.spec is not None else None
         if env_id != cfg.env_id:
             raise RunStateError(f"run {argument!r} was trained on {cfg.env_id}, not {env_id}; pass --env {cfg.env_id}")
@@ -1128,6 +1421,10 @@ def _register_compose_sources() -> None:
     register_source("run-greedy", _run_source(True), argument="RUN_DIR", replace=True,
                     env_kwargs=_run_observation_kwargs,
                     summary="a trained agent (a `musicenv train` run directory), always its most likely token")
+    register_source("run-unsafe-sb3-zip", _run_source(False, unsafe=True), argument="RUN_DIR", replace=True,
+                    env_kwargs=_run_observation_kwargs,
+                    summary="UNSAFE: a run of an older musicenv that has only SB3 model.zip (a pickle, which can "
+                            "run code): only for runs you trust")
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -1208,14 +1505,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if given:
                 raise TrainConfigError(f"--resume continues a run with its saved config; drop {', '.join(given)} "
                                        "(only --progress/--no-progress may change)")
-            result = resume(args.resume, progress=args.progress)
+            if args.force:
+                raise TrainConfigError("--force goes with --out (replace a run), not with --resume")
+            result = resume(args.resume, progress=args.progress, unsafe_load_sb3_zip=args.unsafe_load_sb3_zip)
         else:
-            result = train(config_from_args(args))
+            if args.unsafe_load_sb3_zip:
+                raise TrainConfigError("--unsafe-load-sb3-zip goes with --resume (a new run loads nothing)")
+            result = train(config_from_args(args), force=args.force)
     except KeyboardInterrupt:
         print("\ninterrupted; a checkpoint was saved. Continue with: musicenv train --resume RUN_DIR",
               file=sys.stderr)
         return 130
     except (TrainConfigError, RunStateError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        if type(e).__name__ != "RewardSpecError":
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     m = result.final_metrics
@@ -1262,9 +1568,14 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--device", help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, help="torch threads (default: 1)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar (default: yes)")
+                   help="show progress: a bar on a terminal, a plain line every 10 s or 5 %% when stdout is a "
+                        "pipe or a file (default: yes)")
     p.add_argument("--verbose", type=int, help="SB3 verbosity 0/1/2 (default: 0)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its latest checkpoint")
+    p.add_argument("--force", action="store_true", help="replace the run already in --out (default: refuse)")
+    p.add_argument("--unsafe-load-sb3-zip", action="store_true",
+                   help="with --resume: allow a run of an older musicenv that has only SB3 .zip checkpoints; they "
+                        "are pickles and can run code, so only for runs you trust")
     p.set_defaults(func=_cmd_train)
 
 

@@ -42,7 +42,14 @@ A run trains into a temporary directory and is renamed to ``seed<k>`` only when 
 is complete (``os.rename`` within one directory is atomic), so a directory named
 ``seed<k>`` is always a finished run and a killed benchmark leaves only
 temporaries, which the next invocation deletes before starting. Rerunning skips
-finished runs. A lock file (``OUT/.lock``) stops two benchmarks sharing ``OUT``.
+finished runs, but only those made with the same resolved config (training config
+identity, :func:`agents.train.config_identity`: env kwargs, reward spec,
+algorithm, hyperparameters, seed, budget, package version; plus the grid's reward
+designs and ``eval`` settings, which the held-out scores depend on). A finished run
+made otherwise, or one no longer in the grid, stops the benchmark before anything
+runs, with the differing keys named; ``--force`` deletes such runs and trains them
+again. A lock file (``OUT/.lock``) stops two benchmarks sharing ``OUT``. Grid,
+design and cell names are plain names, so nothing is written outside ``OUT``.
 
 Held-out evaluation
 -------------------
@@ -124,6 +131,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 class BenchmarkConfigError(ValueError):
     """A benchmark grid that cannot be run; the message names the key and the accepted values."""
+
+
+class BenchmarkStateError(BenchmarkConfigError):
+    """The output folder cannot be used as asked (another benchmark holds it, stale runs)."""
 
 
 @dataclass
@@ -225,8 +236,9 @@ def parse_grid(data: Any, source: str = "benchmark config", *, validate: bool = 
     if not isinstance(rewards, Mapping) or not rewards:
         raise _err(source, "rewards", f"expected a non-empty mapping of design name -> reward spec, got {rewards!r}")
     for name in rewards:
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise _err(source, "rewards", f"design name {name!r} must be letters, digits, '_', '.', '+' or '-'")
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name.startswith((".", "-")):
+            raise _err(source, "rewards", f"design name {name!r} must be letters, digits, '_', '.', '+' or '-', "
+                                          "not starting with '.' or '-'")
     env_ids = _name_list(data.get("envs", [DEFAULT_ENV]), "envs", source)
     algos = _name_list(data["algorithms"], "algorithms", source)
     hyper = _mapping(data.get("hyperparams"), "hyperparams", source)
@@ -244,8 +256,10 @@ def parse_grid(data: Any, source: str = "benchmark config", *, validate: bool = 
         if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k == "episodes" else 0):
             raise _err(source, f"eval.{k}", f"expected an integer >= {1 if k == 'episodes' else 0}, got {v!r}")
     name = data.get("name", Path(source).stem)
-    if not isinstance(name, str):
-        raise _err(source, "name", f"expected a string, got {name!r}")
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name.startswith((".", "-")):
+        raise _err(source, "name", f"{name!r} is not a plain name (it names the output folder "
+                                   "runs/benchmark/<name>); use letters, digits, '_', '.', '+' or '-', not starting "
+                                   "with '.' or '-'")
     grid = Grid(name=name, rewards=copy.deepcopy(dict(rewards)), algorithms=algos,
                 seeds=_int_list(data["seeds"], "seeds", source, 0),
                 budgets=_int_list(data["budgets"], "budgets", source, 1), envs=env_ids,
@@ -397,6 +411,7 @@ def run_one(spec: RunSpec, out_dir: str, n_threads: int = 1, backend: str = "loc
         _write_json(tmp / EVAL_FILE, ev)
         info = {"cell": spec.cell, "env_id": spec.env_id, "reward": spec.reward_name, "algo": spec.algo,
                 "budget": spec.budget, "seed": spec.seed, "reward_spec": spec.config["reward"],
+                "eval_identity": _eval_identity(spec),
                 "wall_time_s": round(time.perf_counter() - t0, 3), "n_threads": n_threads, "backend": backend,
                 "timesteps": result.timesteps}
         _write_json(tmp / RUN_INFO_FILE, info)
@@ -410,6 +425,47 @@ def run_one(spec: RunSpec, out_dir: str, n_threads: int = 1, backend: str = "loc
 def _finished(out_dir: Path, spec: RunSpec) -> bool:
     d = out_dir / spec.rel_dir
     return (d / EVAL_FILE).is_file() and (d / RUN_INFO_FILE).is_file()
+
+
+def _eval_identity(spec: RunSpec) -> dict[str, Any]:
+    """What a run's held-out scores depend on besides its training config."""
+    return {"designs": copy.deepcopy(spec.designs), "episodes": spec.eval_episodes, "seed": spec.eval_seed}
+
+
+def stale_runs(out_dir: Path, runs: Sequence[RunSpec]) -> dict[Path, str]:
+    """Finished runs under ``out_dir`` that cannot be reused for ``runs``: made with
+    another config (-> the differing keys) or not part of the grid."""
+    from agents.train import (
+        RunStateError,
+        TrainConfig,
+        TrainConfigError,
+        config_identity,
+        identity_difference,
+        resolve_config,
+        run_identity,
+    )
+
+    planned = {out_dir / s.rel_dir: s for s in runs}
+    stale: dict[Path, str] = {}
+    for d in sorted(out_dir.glob("runs/*/seed*")):
+        if not (d.is_dir() and (d / EVAL_FILE).is_file()):
+            continue
+        spec = planned.get(d)
+        if spec is None:
+            stale[d] = "not in this grid"
+            continue
+        try:
+            wanted = config_identity(resolve_config(TrainConfig(**spec.config)))
+            stored = run_identity(d)
+            info = json.loads((d / RUN_INFO_FILE).read_text(encoding="utf-8"))
+        except (RunStateError, TrainConfigError, OSError, ValueError) as e:
+            stale[d] = f"unreadable ({e})"
+            continue
+        diff = identity_difference({**stored, "eval": info.get("eval_identity") if isinstance(info, dict) else None},
+                                   {**wanted, "eval": json.loads(json.dumps(_eval_identity(spec)))})
+        if diff:
+            stale[d] = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+    return stale
 
 
 def clear_temporaries(out_dir: Path) -> list[Path]:
@@ -431,7 +487,8 @@ def _lock(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another benchmark is running in {str(out_dir)!r} (it holds {LOCK_FILE})") from None
+            raise BenchmarkStateError(f"another benchmark is running in {str(out_dir)!r} (it holds "
+                                      f"{LOCK_FILE}); wait for it to finish or choose another --out") from None
         try:
             yield
         finally:
@@ -494,26 +551,70 @@ def _run_ray(todo: Sequence[RunSpec], out: Path, jobs: int, address: str | None,
             ray.shutdown()
 
 
+class _Heartbeat:
+    """A progress line every ``every_s`` seconds from a background thread (for logs and
+    pipes: a benchmark's runs can each take minutes)."""
+
+    def __init__(self, describe: Callable[[], str], every_s: float = 10.0) -> None:
+        import threading
+
+        self.describe, self.every_s = describe, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            print(self.describe(), file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+
 def run_benchmark(grid: Grid | str | os.PathLike, out_dir: str | os.PathLike, *, jobs: int = 1,
                   backend: str = "local", address: str | None = None, aggregate_results: bool = True,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, force: bool = False) -> dict[str, Any]:
     """Run every unfinished run of ``grid`` into ``out_dir``, then aggregate.
+
+    Finished runs made with another config, or not in the grid, stop the benchmark
+    (:class:`BenchmarkStateError`, naming the differing keys) before anything runs;
+    ``force`` deletes them and trains them again. With ``progress`` and stdout not a
+    terminal, a progress line is printed at least every 10 s.
 
     Returns ``{"total", "skipped", "ran", "wall_time_s", "results"}`` (``results``: the
     path of results.md, or None without aggregation)."""
+    from musicenv.files import check_out_dir
+    from musicenv.progress import is_terminal
+
     if not isinstance(grid, Grid):
         grid = load_grid(grid)
     if backend not in ("local", "ray"):
         raise BenchmarkConfigError(f"unknown backend {backend!r}; accepted: local, ray")
-    if jobs < 1:
-        raise BenchmarkConfigError(f"--jobs must be >= 1, got {jobs}")
-    out = Path(out_dir)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise BenchmarkConfigError(f"--jobs must be an integer >= 1, got {jobs!r}")
+    try:
+        out = check_out_dir(out_dir, what="benchmark output folder")
+    except OSError as e:
+        raise BenchmarkStateError(str(e)) from e
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with _lock(out):
         clear_temporaries(out)
-        _write_yaml(out / GRID_FILE, grid.to_dict())
         runs = plan_runs(grid)
+        stale = stale_runs(out, runs)
+        if stale and not force:
+            first, why = next(iter(stale.items()))
+            raise BenchmarkStateError(
+                f"{len(stale)} finished run(s) in {str(out)!r} do not match this grid, e.g. "
+                f"{first.relative_to(out)}: {why}. Pass --force to delete them and train again, or choose another "
+                "--out")
+        for d in stale:
+            shutil.rmtree(d)
+        _write_yaml(out / GRID_FILE, grid.to_dict())
         todo = [s for s in runs if not _finished(out, s)]
         skipped = len(runs) - len(todo)
         fail_after = int(os.environ.get(FAIL_AFTER_ENV, "0") or 0)
@@ -530,13 +631,23 @@ def run_benchmark(grid: Grid | str | os.PathLike, out_dir: str | os.PathLike, *,
 
         if progress:
             print(f"benchmark {grid.name!r}: {len(runs)} runs, {skipped} already finished, {len(todo)} to run "
-                  f"({backend}, {jobs} job(s), {_threads(jobs)} torch thread(s) each)", file=sys.stderr, flush=True)
-        if todo:
-            if backend == "local":
-                _run_local(todo, out, jobs, on_done)
-            else:
-                _run_ray(todo, out, jobs, address, on_done)
-        results = aggregate(out) if aggregate_results else None
+                  f"({backend}, {jobs} job(s), {_threads(jobs)} torch thread(s) each)"
+                  + (f"; {len(stale)} stale run(s) deleted (--force)" if stale else ""), file=sys.stderr, flush=True)
+        stage = ["training"]
+
+        def describe() -> str:
+            return (f"benchmark {grid.name!r}: {stage[0]}, {skipped + count}/{len(runs)} runs finished, "
+                    f"{time.perf_counter() - t0:.0f} s")
+
+        beat = _Heartbeat(describe) if progress and not is_terminal() else contextlib.nullcontext()
+        with beat:
+            if todo:
+                if backend == "local":
+                    _run_local(todo, out, jobs, on_done)
+                else:
+                    _run_ray(todo, out, jobs, address, on_done)
+            stage[0] = "aggregating"
+            results = aggregate(out) if aggregate_results else None
     return {"total": len(runs), "skipped": skipped, "ran": count, "wall_time_s": time.perf_counter() - t0,
             "results": results}
 
@@ -575,6 +686,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     except BenchmarkConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from agents.train import RunStateError, TrainConfigError
+
     out = Path(args.out) if args.out else Path("runs") / "benchmark" / grid.name
     if args.dry_run:
         runs = plan_runs(grid)
@@ -583,7 +696,11 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         for cell in dict.fromkeys(s.cell for s in runs):
             print(f"  {cell}  seeds {grid.seeds}")
         return 0
-    res = run_benchmark(grid, out, jobs=args.jobs, backend=args.backend, address=args.address)
+    try:
+        res = run_benchmark(grid, out, jobs=args.jobs, backend=args.backend, address=args.address, force=args.force)
+    except (BenchmarkConfigError, TrainConfigError, RunStateError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"{res['ran']} run(s) trained, {res['skipped']} skipped, {res['wall_time_s']:.1f} s; "
           f"results: {res['results']}")
     return 0
@@ -599,6 +716,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--out", default=None, help="output directory (default: runs/benchmark/<name>)")
     p.add_argument("--dry-run", action="store_true", help="validate the grid and list its cells; train nothing")
+    p.add_argument("--force", action="store_true", help="delete finished runs made with another config (or no "
+                                                        "longer in the grid) and train them again (default: refuse)")
     p.set_defaults(func=_cmd_benchmark)
 
 

@@ -143,17 +143,37 @@ def train_configs(settings: MainJobSettings) -> dict[str, Any]:
     }
 
 
-def _train_or_reuse(cfg: Any, progress: bool) -> Path:
-    from agents.train import CONFIG_FILE, FINAL_METRICS_FILE, resume, train
+def _train_or_reuse(cfg: Any, progress: bool, force: bool = False) -> Path:
+    """Train one agent, or reuse (finished) / resume (interrupted) the one in
+    ``cfg.out`` if it was made with the same resolved config (see
+    :func:`agents.train.check_reusable`); otherwise stop naming the differing keys,
+    or, with ``force``, train it again."""
+    from agents.train import (
+        CONFIG_FILE,
+        FINAL_METRICS_FILE,
+        StaleRunError,
+        check_reusable,
+        resolve_config,
+        resume,
+        train,
+    )
 
+    cfg = resolve_config(cfg)
     run_dir = Path(cfg.out)
-    if (run_dir / FINAL_METRICS_FILE).is_file():
-        print(f"reusing the finished run {run_dir}/ (delete it to train again)")
-        return run_dir
     if (run_dir / CONFIG_FILE).is_file():
+        try:
+            check_reusable(run_dir, cfg, what="the main job's agent")
+        except StaleRunError:
+            if not force:
+                raise
+            print(f"--force: training {run_dir}/ again (it was made with another config)")
+            return train(cfg, force=True).run_dir
+        if (run_dir / FINAL_METRICS_FILE).is_file():
+            print(f"reusing the finished run {run_dir}/ (same config; --force trains it again)")
+            return run_dir
         print(f"resuming the interrupted run {run_dir}/")
         return resume(run_dir, progress=progress).run_dir
-    return train(cfg).run_dir
+    return train(cfg, force=force).run_dir
 
 
 def sample_compositions(source: str, n: int, seed: int) -> list[Any]:
@@ -260,8 +280,9 @@ def _stack_piano_rolls(records: dict[str, Any], path: Path) -> Path:
     return write_atomically(path, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"), what="PNG image")
 
 
-def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
-    """Train (or reuse), compare and compose; returns what ``results.json`` holds."""
+def run_main_job(settings: MainJobSettings, *, force: bool = False) -> dict[str, Any]:
+    """Train (or reuse), compare and compose; returns what ``results.json`` holds.
+    ``force`` trains an agent again if ``OUT`` holds one made with another config."""
     import torch
 
     import rewards
@@ -277,7 +298,8 @@ def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
     check_out_dir(out)
     torch.set_num_threads(settings.threads)
     t0 = time.perf_counter()
-    run_dirs = {name: _train_or_reuse(cfg, settings.progress) for name, cfg in train_configs(settings).items()}
+    run_dirs = {name: _train_or_reuse(cfg, settings.progress, force=force)
+                for name, cfg in train_configs(settings).items()}
     t_train = time.perf_counter() - t0
 
     prior = load_prior(settings.prior)
@@ -295,7 +317,7 @@ def run_main_job(settings: MainJobSettings) -> dict[str, Any]:
         source = "prior" if prefix == "prior" else "random" if prefix == "random" else f"run:{run_dirs[run]}"
         print(f"\n== composing {settings.pieces} pieces: {label}")
         records = compose(source, settings.pieces, out / "pieces" / prefix, seed=settings.eval_seed, wav=settings.wav,
-                          name=prefix, progress=settings.progress)
+                          name=prefix, progress=settings.progress, overwrite=True)  # the job's own folders
         comps = [r.composition for r in records]
         totals = [r.reward_terms["total"] for r in records]
         sampled = comps
@@ -345,7 +367,7 @@ def _cmd_main_job(args: argparse.Namespace) -> int:
                                prior=args.prior, kl_coef=args.kl_coef, threads=args.threads, wav=args.wav,
                                progress=args.progress)
     try:
-        run_main_job(settings)
+        run_main_job(settings, force=args.force)
     except (ValueError, NotADirectoryError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -371,7 +393,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=d.threads, help=f"torch threads (default: {d.threads})")
     p.add_argument("--wav", action=argparse.BooleanOptionalAction, default=None,
                    help="write WAV files (default: when FluidSynth and a soundfont are found)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="progress bars on a terminal, progress lines when piped (default: yes)")
+    p.add_argument("--force", action="store_true", help="train an agent again if OUT holds one made with another "
+                                                        "config (default: refuse, naming the differing keys)")
     p.set_defaults(func=_cmd_main_job)
 
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from musicenv.files import write_text
+
 __all__ = ["PAPER_SETTING", "add_commands", "evaluate_policy", "main", "q_versus_prior", "run_table"]
 
 #: The paper's environment: 2 bars of 4/4 on a 16th-note grid (32 steps), C major.
@@ -143,7 +145,7 @@ def run_table(out: str | Path, *, n_timesteps: int = 100_000, n_compositions: in
             f"(paper: 1,000,000), {n_compositions} sampled pieces per model (paper: 100,000); "
             f"wall time {results['wall_time_s']:.0f} s.\n\n"
             + metrics.format_table(rows) + "\n\n" + summary + "\n")
-    (out / "table.md").write_text(text, encoding="utf-8")
+    write_text(out / "table.md", text)
     write_json(out / "results.json", results)
     return results
 
@@ -187,7 +189,7 @@ def q_versus_prior(out: str | Path, *, n_timesteps: int = 100_000, n_composition
     text = (f"RL Tuner Q vs the prior, env_kwargs {env_kwargs}, {n_timesteps} training steps, "
             f"{n_compositions} held-out pieces; wall time {results['wall_time_s']:.0f} s.\n\n"
             + _summary(results) + "\n")
-    (out / "q_vs_prior.md").write_text(text, encoding="utf-8")
+    write_text(out / "q_vs_prior.md", text)
     write_json(out / "q_vs_prior.json", results)
     return results
 

@@ -549,8 +549,18 @@ FIGURES: tuple[tuple[str, Callable[[Settings, Result], None]], ...] = (
 )
 
 
+def figure_names() -> list[str]:
+    """The names ``--only`` accepts (each selects the measures whose name ends with it)."""
+    return [measure.__name__.removeprefix("measure_") for _, measure in FIGURES]
+
+
 def run(settings: Settings, only: Sequence[str] | None = None) -> tuple[Result, list[float], list[float]]:
-    """Measure every figure (or those whose measure function name ends with one of ``only``)."""
+    """Measure every figure (or those whose measure function name ends with one of ``only``;
+    ``ValueError`` if one of ``only`` selects nothing)."""
+    names = [measure.__name__ for _, measure in FIGURES]
+    unknown = [o for o in (only or ()) if not any(n.endswith(o) for n in names)]
+    if unknown:
+        raise ValueError(f"--only: unknown figure(s) {unknown}; accepted: {' '.join(figure_names())}")
     res = Result()
     load_before = list(os.getloadavg())
     for label, measure in FIGURES:
@@ -641,6 +651,19 @@ def _run_cli(args: argparse.Namespace) -> int:
         if v is not None and v < 1:
             print(f"error: --{opt} must be >= 1, got {v}", file=sys.stderr)
             return 2
+    if args.json:
+        from musicenv.files import check_file_target
+
+        try:  # before measuring for minutes
+            check_file_target(args.json, what="--json file")
+        except OSError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    unknown = [o for o in (args.only or ()) if not any(n.endswith(o) for n in
+                                                       (measure.__name__ for _, measure in FIGURES))]
+    if unknown:
+        print(f"error: --only: unknown figure(s) {unknown}; accepted: {' '.join(figure_names())}", file=sys.stderr)
+        return 2
     if args.quick:
         settings = Settings.quick_size(args.repeats, args.steps)
     else:
@@ -655,9 +678,12 @@ def _run_cli(args: argparse.Namespace) -> int:
     print(f"load average (1, 5, 15 min): before {_fmt_load(before)}, after {_fmt_load(after)}; "
           f"{os.cpu_count()} CPUs")
     if args.json:
+        from musicenv.files import write_atomically
+
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(res.to_json(settings, before, after), indent=1, allow_nan=False) + "\n")
+        text = json.dumps(res.to_json(settings, before, after), indent=1, allow_nan=False) + "\n"
+        write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), what="--json file")
         print(f"wrote {path}")
     return 0
 

@@ -103,9 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError) as e:  # user errors: the message says what was wrong and what is accepted
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; what had finished is kept (files are written atomically)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ import math
 import os
 import pathlib
 import re
+import secrets
+import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -63,6 +65,8 @@ __all__ = [
     "SOURCE_PROVIDERS",
     "register_source",
     "check_out_dir",
+    "existing_pieces",
+    "ExistingPiecesError",
     "available_sources",
     "get_source",
     "compose",
@@ -91,8 +95,11 @@ class UnknownSourceError(ValueError):
     """A source name that is not registered (or whose provider is not available)."""
 
 
-class OutputPathError(ValueError):
-    """A piece name or path that would write outside the output folder."""
+from musicenv.files import OutputPathError  # noqa: E402  (a piece name or path that would leave the folder)
+
+
+class ExistingPiecesError(FileExistsError):
+    """The output folder already holds pieces (and ``overwrite`` was not given)."""
 
 
 @dataclass(frozen=True)
@@ -269,24 +276,20 @@ def check_out_dir(out_dir: str | os.PathLike) -> pathlib.Path:
 
     Creates nothing. Raises ``NotADirectoryError`` if it (or an ancestor) exists as
     a file, ``PermissionError`` if it, or the nearest existing ancestor it would be
-    created in, is not writable.
+    created in, is not writable (:func:`musicenv.files.check_out_dir`).
     """
-    out = pathlib.Path(out_dir).expanduser()
-    if out.exists():
-        if not out.is_dir():
-            raise NotADirectoryError(f"output folder {str(out)!r} exists and is not a directory; "
-                                     "give a folder path (it is created if missing)")
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise PermissionError(f"output folder {str(out)!r} is not writable")
-        return out
-    ancestor = out.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise NotADirectoryError(f"cannot create output folder {str(out)!r}: {str(ancestor)!r} is a file")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot create output folder {str(out)!r}: {str(ancestor)!r} is not writable")
-    return out
+    from musicenv.files import check_out_dir as check
+
+    return check(out_dir)
+
+
+def existing_pieces(out: pathlib.Path) -> list[pathlib.Path]:
+    """The piece files (MIDI, MusicXML, PNG, WAV) and ``index.md`` directly in ``out``."""
+    if not out.is_dir():
+        return []
+    suffixes = set(PIECE_FILES.values())
+    return sorted(p for p in out.iterdir()
+                  if p.is_file() and (p.name == INDEX_NAME or p.suffix in suffixes) and not p.name.startswith("."))
 
 
 def _target(out: pathlib.Path, file_name: str) -> pathlib.Path:
@@ -371,7 +374,7 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
             key: Any = None, progression: Any = None, meter: str | None = None, n_bars: int | None = None,
             tempo: float | None = None, seed: int = 0, temperature: float = 1.0, reward: Any = None,
             wav: bool | None = None, soundfont: str | os.PathLike | None = None, name: str | None = None,
-            progress: bool | None = None) -> list[PieceRecord]:
+            progress: bool | None = None, overwrite: bool = False) -> list[PieceRecord]:
     """Compose ``n`` pieces with ``source`` and write them, with ``index.md``, into ``out_dir``.
 
     Args:
@@ -393,6 +396,11 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
         soundfont: soundfont file for WAV (default: :func:`musicenv.audio.find_soundfont`).
         name: file-name prefix (default: the source's name), a plain file name.
         progress: show a tqdm progress bar (default: when ``n > 3``).
+        overwrite: if ``out_dir`` already holds pieces (MIDI, MusicXML, PNG, WAV files
+            or ``index.md``), replace them all; without it such a folder is refused.
+            The new pieces are written to a hidden staging folder inside ``out_dir``
+            and moved in only when all are done, so the folder never holds a mix of
+            old and new pieces, and a failed call leaves the old ones in place.
 
     Returns:
         One :class:`PieceRecord` per piece, in order.
@@ -400,6 +408,7 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
     Raises:
         UnknownSourceError: unknown or unavailable ``source`` (the message lists the available ones).
         OutputPathError: ``name`` is not a plain file name.
+        ExistingPiecesError: ``out_dir`` holds pieces and ``overwrite`` is False.
         NotADirectoryError, PermissionError, IsADirectoryError: ``out_dir`` is a
             file, is not writable, or a piece's file name is taken by a directory.
             All of these are raised before anything is written.
@@ -438,24 +447,43 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
             for kind in kinds:
                 _target(out, stem + PIECE_FILES[kind])
         _target(out, INDEX_NAME)
+    old = existing_pieces(out)
+    if old and not overwrite:
+        raise ExistingPiecesError(f"output folder {str(out)!r} already holds {len(old)} piece file(s) (e.g. "
+                                  f"{old[0].name}); choose another --out, or pass --overwrite to replace them all")
 
     settings = dict(info.env_kwargs(argument)) if info.env_kwargs is not None else {}
     settings.update({k: v for k, v in dict(reward=reward, key=key, progression=progression, meter=meter,
                                            n_bars=n_bars, tempo=tempo).items() if v is not None})
-    env = _make_env(env_id, **settings)
+    try:
+        env = _make_env(env_id, **settings)
+    except TypeError as e:  # a keyword this env does not take
+        given = f"the settings of {source!r} and the options given" if info.env_kwargs is not None else "the options"
+        raise ValueError(f"{env_id} rejects {given} ({', '.join(sorted(settings))}): {e}") from e
     try:
         make_policy = info.factory(env, argument=argument, temperature=float(temperature))
         metrics_module, metrics_note = _metrics_module()
         out.mkdir(parents=True, exist_ok=True)
-        records = _compose_pieces(env, make_policy, info, argument, out, stems, seed, kinds, soundfont,
-                                  metrics_module, progress if progress is not None else n > 3)
+        staging = out / f".compose-{os.getpid()}-{secrets.token_hex(4)}"
+        staging.mkdir()
+        try:
+            records = _compose_pieces(env, make_policy, info, argument, staging, stems, seed, kinds, soundfont,
+                                      metrics_module, progress if progress is not None else n > 3)
+            write_index(staging / INDEX_NAME, records, settings={
+                "source": source, "env": env_id, "reward": reward, "seed": seed,
+                "temperature": temperature if info.uses_temperature else None,
+                "key": key, "progression": progression, "meter": meter, "bars": n_bars, "tempo": tempo,
+            }, notes=[note for note in (wav_note, metrics_note and f"no metrics: {metrics_note}") if note])
+            for p in existing_pieces(out):  # all new pieces are ready: replace every old one
+                p.unlink()
+            for p in sorted(staging.iterdir()):
+                os.replace(p, out / p.name)
+            for r in records:
+                r.files = {kind: out / p.name for kind, p in r.files.items()}
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     finally:
         env.close()
-    write_index(out / INDEX_NAME, records, settings={
-        "source": source, "env": env_id, "reward": reward, "seed": seed,
-        "temperature": temperature if info.uses_temperature else None,
-        "key": key, "progression": progression, "meter": meter, "bars": n_bars, "tempo": tempo,
-    }, notes=[note for note in (wav_note, metrics_note and f"no metrics: {metrics_note}") if note])
     return records
 
 
@@ -477,16 +505,15 @@ def _compose_pieces(env: gym.Env, make_policy: PolicyMaker, info: SourceInfo, ar
                     out: pathlib.Path, stems: list[str], seed: int, kinds: list[str],
                     soundfont: str | os.PathLike | None, metrics_module: Any | None,
                     show_progress: bool) -> list[PieceRecord]:
-    from tqdm import tqdm
-
     from musicenv.audio import to_wav
     from musicenv.baselines import run_episode
+    from musicenv.progress import progress_bar
     from musicenv.render import save_png
 
     label = info.name if argument is None else f"{info.name} {pathlib.Path(argument).name or argument}"
     records: list[PieceRecord] = []
-    for i, stem in enumerate(tqdm(stems, desc=f"composing ({info.name})", unit="piece", disable=not show_progress),
-                             start=1):
+    bar = progress_bar(len(stems), desc=f"composing ({info.name})", unit="piece", disable=not show_progress)
+    for i, stem in enumerate(stems, start=1):
         piece_seed = int(seed) + i - 1
         comp, totals = run_episode(env, make_policy(piece_seed), seed=piece_seed)
         comp.title = f"{label} #{i} ({comp.key.name}, {comp.meter})"
@@ -499,6 +526,8 @@ def _compose_pieces(env: gym.Env, make_policy: PolicyMaker, info: SourceInfo, ar
         metrics = _piece_metrics(metrics_module, comp) if metrics_module is not None else {}
         records.append(PieceRecord(i, stem, piece_seed, comp, {k: float(v) for k, v in totals.items()},
                                    metrics, paths))
+        bar.update(1)
+    bar.close()
     return records
 
 
@@ -589,7 +618,7 @@ def _cmd_compose(args: argparse.Namespace) -> int:
         records = compose(
             source, args.pieces, args.out, env_id=args.env, key=args.key, progression=args.progression,
             meter=args.meter, n_bars=args.bars, tempo=args.tempo, seed=args.seed, temperature=args.temperature,
-            reward=args.reward, wav=args.wav, soundfont=args.soundfont, name=args.name,
+            reward=args.reward, wav=args.wav, soundfont=args.soundfont, name=args.name, overwrite=args.overwrite,
         )
     except (AudioUnavailable, AudioRenderError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -632,4 +661,6 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--soundfont", help="General MIDI soundfont (.sf2) for WAV (default: $MUSICENV_SOUNDFONT "
                                        "or a system one)")
     p.add_argument("--name", help="file-name prefix of the pieces (default: the source's name)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="if --out already holds pieces, replace them all (default: refuse)")
     p.set_defaults(func=_cmd_compose)

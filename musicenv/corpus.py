@@ -129,14 +129,12 @@ files (``np.load(allow_pickle=False)`` and JSON); nothing is unpickled.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
 import math
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -1093,15 +1091,14 @@ def _cache_key(label: str, fingerprint: list[Any], grid: TokenGrid, derive_chord
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    """``write(file handle)`` into ``path`` atomically (:func:`musicenv.files.write_atomically`)."""
+    from musicenv.files import write_atomically
+
+    def into(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
             write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    write_atomically(path, into, what="corpus cache")
 
 
 def _write_cache(stem: Path, digest: str, corpus: MelodyCorpus) -> None:

@@ -7,7 +7,7 @@
   so all frames of an episode (and of every episode of an env) share one shape.
 * :func:`save_png` — that picture as a PNG file.
 * :func:`write_atomically` — the one safe file writer that every export
-  (MIDI, MusicXML, PNG) goes through.
+  (MIDI, MusicXML, PNG) goes through (defined in :mod:`musicenv.files`).
 
 numpy is the only import at module level; PIL is imported when a picture gets
 text or is saved, so an env that never renders never pays for it.
@@ -19,76 +19,18 @@ import colorsys
 import functools
 import os
 import pathlib
-import secrets
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from musicenv.composition import spell_pitch_class, spelled_chord_name
+from musicenv.files import check_writable, write_atomically  # re-exported: the one atomic writer
 from musicenv.theory import CHORD_PC_MASK, CHORD_ROOT, KEY_SCALE_MASK, NO_CHORD, Key
 
 if TYPE_CHECKING:
     from musicenv.composition import Composition
 
 __all__ = ["render_ansi", "render_rgb", "rgb_layout", "save_png", "write_atomically", "check_writable"]
-
-
-# ---- safe writing ----------------------------------------------------------------------
-def check_writable(path: str | os.PathLike, what: str = "file") -> pathlib.Path:
-    """Return ``path`` as a Path if a file can be written there, else raise.
-
-    Raises ``IsADirectoryError`` if ``path`` is an existing directory,
-    ``FileNotFoundError`` if its parent directory does not exist,
-    ``NotADirectoryError`` if the parent is not a directory and
-    ``PermissionError`` if the parent is not writable. Each message names the
-    path and what to do about it.
-    """
-    target = pathlib.Path(path).expanduser()
-    if target.is_dir():
-        raise IsADirectoryError(
-            f"cannot write the {what} to {str(target)!r}: that path is an existing directory; "
-            f"give a file path instead, e.g. {str(target / ('composition' + (target.suffix or '.out')))!r}"
-        )
-    parent = target.parent
-    if not parent.exists():
-        raise FileNotFoundError(
-            f"cannot write the {what} to {str(target)!r}: the directory {str(parent)!r} does not exist; "
-            "create it first (e.g. os.makedirs) or choose an existing directory"
-        )
-    if not parent.is_dir():
-        raise NotADirectoryError(
-            f"cannot write the {what} to {str(target)!r}: {str(parent)!r} is not a directory"
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"cannot write the {what} to {str(target)!r}: the directory {str(parent)!r} is not writable"
-        )
-    return target
-
-
-def write_atomically(path: str | os.PathLike, write: Callable[[pathlib.Path], object],
-                     *, what: str = "file") -> pathlib.Path:
-    """Write a file all at once or not at all, and return its path.
-
-    Checks ``path`` with :func:`check_writable`, calls ``write(tmp)`` to write a
-    temporary file in the same directory (same suffix as ``path``, so
-    suffix-sniffing writers behave), then ``os.replace``-s it onto ``path``. A
-    reader never sees a half-written file, an existing file survives a failed
-    write, and the temporary file is removed on any error.
-    """
-    target = check_writable(path, what)
-    # Same directory as the target: os.replace is only atomic within one file system.
-    tmp = target.parent / f".{target.stem}.{secrets.token_hex(6)}.tmp{target.suffix}"
-    try:
-        write(tmp)
-        if not tmp.is_file():
-            raise OSError(f"writing the {what} {str(target)!r} produced no file")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
 
 
 # ---- shared helpers --------------------------------------------------------------------

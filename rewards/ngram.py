@@ -227,12 +227,16 @@ class NGramModel:
         path = Path(path)
         meta = {**self.meta, "format_version": FORMAT_VERSION, "kind": "ngram", "order": self.order,
                 "vocab_size": self.vocab_size, "k": self.k}
+        from musicenv.files import write_atomically
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, keys=self.keys, counts=self.counts.astype(np.int32),
-                            meta=np.array(json.dumps(meta, sort_keys=True)))
-        os.replace(tmp, path)
-        return path
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file handle: numpy would append .npz to a name
+                np.savez_compressed(fh, keys=self.keys, counts=self.counts.astype(np.int32),
+                                    meta=np.array(json.dumps(meta, sort_keys=True)))
+
+        return write_atomically(path, write, what="n-gram model")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NGramModel:

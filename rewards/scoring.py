@@ -24,6 +24,7 @@ def score_steps_batch(spec: Any, compositions: Sequence, chunk: int = 4096
     from musicenv.core import CompositionBatch
     from rewards.registry import make
 
+    _check_compositions(compositions)
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(compositions):
         if c.n_steps:
@@ -48,9 +49,25 @@ def score_steps_batch(spec: Any, compositions: Sequence, chunk: int = 4096
             yield idx, reward.names, out
 
 
+_COMPOSITION_ATTRS = ("tokens", "n_steps", "grid", "meter", "key", "chords")
+
+
+def _check_compositions(compositions: Any) -> None:
+    """TypeError unless ``compositions`` is a sequence of musicenv compositions."""
+    if isinstance(compositions, (str, bytes)) or not hasattr(compositions, "__iter__"):
+        raise TypeError(f"expected a sequence of musicenv compositions, got {type(compositions).__name__} "
+                        f"{compositions!r:.60}")
+    for c in compositions:
+        if not all(hasattr(c, a) for a in _COMPOSITION_ATTRS):
+            raise TypeError(f"rewards scores musicenv compositions (musicenv.composition.Composition: an env's "
+                            f"env.unwrapped.composition, or Composition(tokens, key, ...)), got "
+                            f"{type(c).__name__} {c!r:.60}")
+
+
 def score_steps(spec: Any, composition) -> tuple[tuple[str, ...], np.ndarray]:
     """Per-step weighted term values of one ``composition`` under ``spec``:
     ``(names, values)`` with ``values[t, j]`` the contribution of term j at step t."""
+    _check_compositions([composition])
     for _, names, values in score_steps_batch(spec, [composition]):
         return names, values[0]
     from rewards.registry import make

@@ -61,6 +61,16 @@ def test_band_check_reads_the_issue_band():
     met = band_check(bad, prior_theory=10.0, random_theory=-100.0)
     assert [k for k, v in met.items() if not v] == ["notes_per_bar", "sixteenth_share", "final_tonic", "theory"]
 
+    # ... but never under another config: the differing keys are named, nothing is overwritten
+    import dataclasses
+
+    from agents.train import StaleRunError
+
+    before = (out / "results.md").read_text()
+    with pytest.raises(StaleRunError, match=r"n_timesteps: 64 -> 128; seed: 0 -> 5.*--force"):
+        run_main_job(dataclasses.replace(settings, timesteps=128, seed=5))
+    assert (out / "results.md").read_text() == before
+
 
 def test_main_job_refuses_bad_settings(tmp_path):
     with pytest.raises(ValueError, match="pieces must be an integer >= 1"):

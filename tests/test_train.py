@@ -95,7 +95,7 @@ def test_every_algorithm_trains_and_writes_a_complete_run_directory(tmp_path, al
     versions = json.loads((run / "versions.json").read_text())
     assert {"python", "torch", "stable-baselines3", "sb3-contrib", "gymnasium", "numpy", "musicenv"} <= set(versions)
     assert list((run / "tensorboard").glob("*_1/events.out.tfevents.*"))
-    assert (run / "checkpoints" / "model_128_steps.zip").is_file()
+    assert (run / "checkpoints" / "agent_128_steps.pt").is_file() and (run / "agent.pt").is_file()
     assert (run / "train.monitor.csv").is_file()
     assert not list(run.rglob("*.tmp*")), "no temporary files are left behind"
 
@@ -156,14 +156,14 @@ def test_resume_after_a_crash_continues_from_the_latest_checkpoint(tmp_path):
     run = Path(cfg.out)
     state = json.loads((run / "run.json").read_text())
     assert state["status"] == "failed" and "stopped by the test" in state["error"]
-    assert not (run / "model.zip").exists() and not (run / "final_metrics.json").exists()
-    assert latest_checkpoint(run)[0].name == "model_256_steps.zip"
+    assert not (run / "agent.pt").exists() and not (run / "final_metrics.json").exists()
+    assert latest_checkpoint(run)[0].name == "agent_256_steps.pt"
 
     result = resume(run)
     assert result.timesteps == 512
     state = json.loads((run / "run.json").read_text())
     assert state["status"] == "finished"
-    assert state["resumes"][0]["checkpoint"] == "model_256_steps.zip" and state["resumes"][0]["timesteps"] == 256
+    assert state["resumes"][0]["checkpoint"] == "agent_256_steps.pt" and state["resumes"][0]["timesteps"] == 256
     # one curve, no evaluation twice: rows after the checkpoint (none here) are redone
     steps = [(int(r["timesteps"]), r["mode"]) for r in read_curve(run)]
     assert steps == [(t, m) for t in (0, 128, 256, 384, 512) for m in ("greedy", "sampled")]
@@ -180,7 +180,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_restores_the_replay_buffer(tmp_pat
     run = Path(cfg.out)
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     model_zip, buffer = latest_checkpoint(run)
-    assert model_zip.name == "model_200_steps.zip" and buffer.name == "replay_buffer_200_steps.pkl"
+    assert model_zip.name == "agent_200_steps.pt" and buffer.name == "replay_buffer_200_steps.npz"
 
     class BufferSize(BaseCallback):
         def _on_training_start(self) -> None:
@@ -222,7 +222,7 @@ def test_resume_after_training_only_redoes_the_final_evaluation(tmp_path, monkey
     monkeypatch.setattr(train_module, "final_evaluation", real)
     result = resume(cfg.out)
     state = json.loads((Path(cfg.out) / "run.json").read_text())
-    assert state["status"] == "finished" and state["resumes"][0]["checkpoint"] == "model.zip"
+    assert state["status"] == "finished" and state["resumes"][0]["checkpoint"] == "agent.pt"
     assert result.timesteps == 128 and (Path(cfg.out) / "final_metrics.json").is_file()
 
 
@@ -419,7 +419,10 @@ def test_cli_flags_become_the_config(tmp_path):
         "--n-envs", "1", "--seed", "4", "--no-progress",
     ])
     cfg = resolve_config(config_from_args(args))
-    assert cfg.reward == {"in_key": 2, "cadence": 1} and cfg.env_kwargs == {"n_bars": 2, "key": "D minor"}
+    assert cfg.reward == {"in_key": 2, "cadence": 1}
+    assert cfg.env_kwargs["n_bars"] == 2 and cfg.env_kwargs["key"] == "D minor"
+    # every other observation setting is pinned to the env's default, so the run keeps its meaning
+    assert cfg.env_kwargs["history_length"] == 8 and cfg.env_kwargs["observe_prior"] is False
     assert cfg.hyperparams["learning_rate"] == "lin_1e-3" and cfg.hyperparams["policy_kwargs"] == {"net_arch": [32, 32]}
     assert cfg.hyperparams["buffer_size"] == 20000  # the file's other keys stay
     assert (cfg.n_timesteps, cfg.n_envs, cfg.seed, cfg.progress) == (1000, 1, 4, False)
