@@ -77,6 +77,8 @@ def test_main_job_refuses_bad_settings(tmp_path):
         run_main_job(MainJobSettings(out=str(tmp_path), pieces=0))
     with pytest.raises(ValueError, match="kl_coef must be a number >= 0"):
         run_main_job(MainJobSettings(out=str(tmp_path), kl_coef=-1.0))
+    with pytest.raises(ValueError, match=r"gamma must be a number in \(0, 1\]"):
+        run_main_job(MainJobSettings(out=str(tmp_path), gamma=1.5))
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises((NotADirectoryError, ValueError)):
