@@ -113,7 +113,15 @@ from agents.checkpoint import (
     write_checkpoint,
 )
 from musicenv.encoding import DEFAULT_GRID, FIRST_PITCH_TOKEN, HOLD, REST, TokenGrid
-from musicenv.theory import N_KEYS, N_QUALITIES, NO_CHORD, Meter
+from musicenv.theory import (
+    CHORD_FEATURES,
+    N_KEYS,
+    N_QUALITIES,
+    NO_CHORD,
+    Meter,
+    transpose_chords,
+    transpose_key,
+)
 from rewards.base import RewardSpecError, RewardTerm
 
 __all__ = ["GANConfig", "Generator", "Critic", "MelodyGAN", "CheckpointError", "SegmentSet", "GANTrainResult",
@@ -128,9 +136,6 @@ CHECKPOINT_FORMAT = "musicenv.gan"
 DEFAULT_GAN = Path(__file__).resolve().parent / "pretrained" / "gan_bach.pt"
 CONDITIONS = ("key", "chord")
 RELAXATIONS = ("st_gumbel", "softmax")
-#: Width of a chord's encoding: root one-hot (12), quality one-hot, "no chord" flag.
-CHORD_FEATURES = 12 + N_QUALITIES + 1
-
 
 class CheckpointError(ValueError):
     """A GAN checkpoint is missing, corrupt, of another format, or does not match."""
@@ -176,17 +181,6 @@ def _sounding_tokens(tokens: np.ndarray) -> np.ndarray:
     return np.where(last >= 0, tokens[np.maximum(last, 0)], REST)
 
 
-def _transpose_chords(chords: np.ndarray, shift: int) -> np.ndarray:
-    chords = np.asarray(chords, dtype=np.int64)
-    root, quality = chords // N_QUALITIES, chords % N_QUALITIES
-    moved = ((root + shift) % 12) * N_QUALITIES + quality
-    return np.where(chords == NO_CHORD, NO_CHORD, moved)
-
-
-def _transpose_key(key: int, shift: int) -> int:
-    return (key % 12 + shift) % 12 + 12 * (key >= 12)
-
-
 @dataclass
 class SegmentSet:
     """Fixed-length melody segments with their context.
@@ -226,8 +220,8 @@ class SegmentSet:
                 continue
             d = best_shift(tokens[i], int(s), self.grid)
             tokens[i] = transpose(tokens[i], d, self.grid)[0]
-            keys[i] = _transpose_key(int(keys[i]), d)
-            chords[i] = _transpose_chords(chords[i], d)
+            keys[i] = transpose_key(int(keys[i]), d)
+            chords[i] = transpose_chords(chords[i], d)
         return SegmentSet(tokens, keys, chords, self.grid, self.steps_per_bar)
 
     def augmented(self) -> SegmentSet:

@@ -19,18 +19,31 @@ token, so the first token is predicted too. Three architectures share one interf
 from the last pitch and the pitch class above the melody's first pitch, on input and
 output (see :class:`NoteRNN`); they make what is learnt in one key serve all twelve.
 
-Optional conditioning (``conditioning`` in ``("chord", "key", "position")``) adds to
-the input at step t an embedding of the chord code at step t
-(:mod:`musicenv.theory`, ``NO_CHORD`` included), of the key index (0..23) and of the
-step's position in its bar (``t % steps_per_bar``; melodies start on a downbeat, see
-:mod:`musicenv.corpus`).
+Optional conditioning (``conditioning``, any of :data:`CONDITIONS`) adds to the input at
+step t an embedding of each context of the step being predicted: the chord code at step
+t (:mod:`musicenv.theory`, ``NO_CHORD`` included), the next different chord of the
+progression (``next_chord``), the key index (0..23), the meter, the step's position in
+its bar (``t % steps_per_bar``; melodies start on a downbeat, see :mod:`musicenv.corpus`)
+and a style (collection) id. With ``missing_context`` each table has one more row for
+"not given" (id -1), and :func:`train`'s conditioning dropout teaches the model to score
+with any subset of its context, down to bare tokens.
 
-The shipped prior (:data:`DEFAULT_PRIOR`) is token-only, like the RL Tuner's Note RNN: a
-2-layer LSTM of width 128 with relative-pitch features (255k parameters, 1 MB), trained
-on the Bach chorale sopranos in all 12 keys by ``musicenv pretrain --corpus bach --out
-agents/pretrained/note_rnn_bach.pt`` (1400 updates, about 11 minutes on 2 cores); test NLL
-0.534 nats/token against 0.730 for the best n-gram (the full table and command are in
-``note_rnn_bach.metrics.json`` beside it).
+Shipped priors (:data:`PRIOR_NAMES`; every place a prior is named takes these names or a
+checkpoint path):
+
+* ``"default"`` (:data:`DEFAULT_PRIOR`): the general melody prior, a 1 x 64 LSTM with
+  relative-pitch features conditioned on key, meter, position, current and next chord
+  and style, trained on the Bach chorale sopranos, the Essen folk songs and O'Neill's
+  Irish tunes (:mod:`musicenv.melodies`) in all 12 keys; command, NLL tables and training
+  record in ``note_rnn_default.metrics.json``; ``musicenv evaluate-prior`` prints its
+  per-collection and leave-one-collection-out tables.
+* ``"bach"`` (:data:`BACH_PRIOR`): token-only, like the RL Tuner's Note RNN: a 2-layer
+  LSTM of width 128 with relative-pitch features (255k parameters, 1 MB), trained on the
+  Bach chorale sopranos in all 12 keys by ``musicenv pretrain --corpus bach --out
+  agents/pretrained/note_rnn_bach.pt`` (1400 updates, about 11 minutes on 2 cores); test
+  NLL 0.534 nats/token against 0.730 for the best n-gram (``note_rnn_bach.metrics.json``).
+  The RL Tuner reproduction uses it.
+* ``"small"`` (:data:`SMALL_PRIOR`): a 1 x 64 Bach prior with the same test NLL.
 
 Incremental use (reward terms, policies): :meth:`NoteRNN.initial_state`,
 :meth:`NoteRNN.step` (one token per row -> next-token logits and the new state) and
@@ -63,7 +76,8 @@ Checkpoints
 :meth:`NoteRNN.load` raises :class:`CheckpointError` naming the problem for a missing,
 corrupt or foreign file, a missing key, a format version it does not know, or a grid or
 vocabulary different from the one asked for. ``NoteRNN.load()`` with no argument loads the
-shipped prior (:data:`DEFAULT_PRIOR`, trained by the command in its metrics file).
+general prior (:data:`DEFAULT_PRIOR`); ``NoteRNN.load("bach")`` and every other name of
+:data:`PRIOR_NAMES` work too.
 """
 
 from __future__ import annotations
@@ -91,25 +105,38 @@ from agents.checkpoint import (
     write_checkpoint,
 )
 from musicenv.encoding import DEFAULT_GRID, FIRST_PITCH_TOKEN, TokenGrid
-from musicenv.theory import N_CHORDS, N_KEYS, N_QUALITIES, NO_CHORD, Meter
+from musicenv.theory import N_CHORDS, N_KEYS, NO_CHORD, Meter, transpose_chords, transpose_key
 from rewards.base import RewardSpecError, RewardTerm
-from rewards.ngram import all_key_transpositions
+from rewards.ngram import all_key_transpositions, best_shift, transpose
 
 __all__ = ["NoteRNN", "NoteRNNConfig", "CheckpointError", "Example", "TrainResult", "PriorLogLikelihood",
            "PriorTracker", "PriorPolicy", "LSTMStepper", "load_prior", "prior_path",
-           "SMALL_PRIOR",
-           "melody_examples", "train", "evaluate_nll", "DEFAULT_PRIOR", "FORMAT_VERSION", "CONDITIONS"]
+           "SMALL_PRIOR", "BACH_PRIOR", "PRIOR_NAMES", "CONTEXT_GROUPS",
+           "melody_examples", "context_arrays", "train", "evaluate_nll", "DEFAULT_PRIOR", "FORMAT_VERSION", "CONDITIONS"]
 
 #: Version of the checkpoint layout; bump it when keys or their meaning change.
 FORMAT_VERSION = 1
 CHECKPOINT_FORMAT = "musicenv.note_rnn"
-#: The shipped prior (Bach chorale sopranos, token-only LSTM); see its ``.metrics.json``.
-DEFAULT_PRIOR = Path(__file__).resolve().parent / "pretrained" / "note_rnn_bach.pt"
-#: A smaller shipped prior (1 x 64 LSTM, 37k parameters) with the same test NLL, several
-#: times cheaper per step: ``checkpoint="small"`` where a prior is named.
-SMALL_PRIOR = Path(__file__).resolve().parent / "pretrained" / "note_rnn_bach_small.pt"
+_PRETRAINED = Path(__file__).resolve().parent / "pretrained"
+#: The general melody prior, ``"default"``: a 1-layer LSTM conditioned on key, meter,
+#: position in the bar, current and next chord and style, trained on Bach chorale
+#: sopranos, the Essen folk songs and O'Neill's Irish tunes (:mod:`musicenv.melodies`);
+#: see its ``.metrics.json`` for the command, figures and training record.
+DEFAULT_PRIOR = _PRETRAINED / "note_rnn_default.pt"
+#: The Bach prior, ``"bach"``: token-only 2 x 128 LSTM on the Bach chorale sopranos (the
+#: RL Tuner reproduction's prior).
+BACH_PRIOR = _PRETRAINED / "note_rnn_bach.pt"
+#: A smaller Bach prior, ``"small"`` (1 x 64 LSTM, 37k parameters) with the same test NLL,
+#: several times cheaper per step.
+SMALL_PRIOR = _PRETRAINED / "note_rnn_bach_small.pt"
+#: Every name a prior may be given by, and its file.
+PRIOR_NAMES: dict[str, Path] = {"default": DEFAULT_PRIOR, "bach": BACH_PRIOR, "small": SMALL_PRIOR}
 ARCHS = ("lstm", "gru", "transformer")
-CONDITIONS = ("chord", "key", "position")
+#: Every context a note-RNN can be conditioned on, with the number of values each takes
+#: (``bar_positions`` and the number of ``styles`` come from the config).
+CONDITIONS = ("chord", "key", "position", "meter", "next_chord", "style")
+#: Groups of contexts dropped together by conditioning dropout (see :func:`train`).
+CONTEXT_GROUPS: tuple[tuple[str, ...], ...] = (("key",), ("meter", "position"), ("chord", "next_chord"), ("style",))
 IGNORE = -100  # target of padding positions
 
 
@@ -129,8 +156,16 @@ class NoteRNNConfig:
         num_layers: stacked recurrent layers or Transformer blocks.
         dropout: dropout between layers and before the output layer (training only).
         n_heads: attention heads (Transformer).
-        conditioning: any of ``"chord"``, ``"key"``, ``"position"``.
+        conditioning: any of :data:`CONDITIONS`: ``"chord"`` (chord code at the step,
+            ``NO_CHORD`` included), ``"next_chord"`` (the next different chord of the
+            progression, see :func:`musicenv.melodies.next_chord_track`), ``"key"``
+            (0..23), ``"position"`` (step in the bar), ``"meter"`` (index into
+            ``Meter.SUPPORTED``), ``"style"`` (index into ``styles``).
         bar_positions: size of the position-in-bar table (>= steps per bar of the meters used).
+        missing_context: every conditioning table has one more row meaning "not given"
+            (id -1, or the context left out of ``cond``), so the model scores a bare
+            token sequence too; trained by conditioning dropout (:func:`train`).
+        styles: names of the style ids (e.g. ``("bach", "essen", "oneills")``).
         relative_pitch: add relative-pitch features (see :class:`NoteRNN`): the interval of
             each input note from the previous pitch, and an output head that scores each
             candidate pitch by its interval from the last pitch, shared by all keys.
@@ -146,11 +181,18 @@ class NoteRNNConfig:
     conditioning: tuple[str, ...] = ()
     bar_positions: int = 4 * DEFAULT_GRID.steps_per_quarter
     relative_pitch: bool = False
+    missing_context: bool = False
+    styles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; accepted: {', '.join(ARCHS)}")
         object.__setattr__(self, "conditioning", tuple(self.conditioning))
+        object.__setattr__(self, "styles", tuple(self.styles))
+        if "style" in self.conditioning and not self.styles:
+            raise ValueError("conditioning on 'style' needs the style names (styles=...)")
+        if not isinstance(self.missing_context, bool):
+            raise ValueError(f"missing_context must be True or False, got {self.missing_context!r}")
         bad = [c for c in self.conditioning if c not in CONDITIONS]
         if bad or len(set(self.conditioning)) != len(self.conditioning):
             raise ValueError(f"conditioning {list(self.conditioning)} invalid; accepted: any of {', '.join(CONDITIONS)}")
@@ -168,7 +210,13 @@ class NoteRNNConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["conditioning"] = list(self.conditioning)
+        d["styles"] = list(self.styles)
         return d
+
+    def context_size(self, name: str) -> int:
+        """Number of values of a context (without the "missing" row)."""
+        return {"chord": N_CHORDS + 1, "next_chord": N_CHORDS + 1, "key": N_KEYS, "position": self.bar_positions,
+                "meter": len(Meter.SUPPORTED), "style": len(self.styles)}[name]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NoteRNNConfig:
@@ -244,12 +292,8 @@ class NoteRNN(nn.Module):
         self.begin = V
         width = c.hidden_size if c.arch == "transformer" else c.embed_size
         self.embed = nn.Embedding(V + 1, width)
-        if "chord" in c.conditioning:
-            self.chord_embed = nn.Embedding(N_CHORDS + 1, width)
-        if "key" in c.conditioning:
-            self.key_embed = nn.Embedding(N_KEYS, width)
-        if "position" in c.conditioning:
-            self.position_embed = nn.Embedding(c.bar_positions, width)
+        for name in c.conditioning:
+            setattr(self, f"{name}_embed", nn.Embedding(c.context_size(name) + c.missing_context, width))
         if c.arch == "lstm":
             self.rnn = nn.LSTM(width, c.hidden_size, c.num_layers, batch_first=True,
                                dropout=c.dropout if c.num_layers > 1 else 0.0)
@@ -319,11 +363,19 @@ class NoteRNN(nn.Module):
 
     def _inputs(self, inputs: torch.Tensor, cond: dict[str, torch.Tensor] | None) -> torch.Tensor:
         x = self.embed(inputs)
-        for name in self.config.conditioning:
-            if cond is None or name not in cond:
-                raise ValueError(f"this model is conditioned on {list(self.config.conditioning)}; "
-                                 f"pass cond={{{name!r}: tensor of the same shape as the tokens}}")
-            x = x + getattr(self, f"{name}_embed")(cond[name])
+        c = self.config
+        for name in c.conditioning:
+            table = getattr(self, f"{name}_embed")
+            if cond is None or name not in cond or cond[name] is None:
+                if not c.missing_context:
+                    raise ValueError(f"this model is conditioned on {list(c.conditioning)}; "
+                                     f"pass cond={{{name!r}: tensor of the same shape as the tokens}}")
+                x = x + table.weight[-1]
+                continue
+            ids = cond[name]
+            if c.missing_context:
+                ids = torch.where(ids < 0, table.num_embeddings - 1, ids)
+            x = x + table(ids)
         return x
 
     def _causal_bias(self, T: int, device: torch.device) -> torch.Tensor:
@@ -368,13 +420,13 @@ class NoteRNN(nn.Module):
 
         LSTM: (h, c), GRU: (h,), each (num_layers, B, hidden), plus with ``relative_pitch``
         the (last, first) pitch index so far (B, 2) (-1: none yet). Transformer: the inputs so far,
-        (tokens (B, capacity), conditioning (B, capacity, 3), lengths (B,)); it holds up
+        (tokens (B, capacity), conditioning (B, capacity, len(CONDITIONS)), lengths (B,)); it holds up
         to ``capacity`` steps (grown on demand)."""
         c = self.config
         dev = self.out.weight.device
         if c.arch == "transformer":
             return (torch.zeros(batch_size, capacity, dtype=torch.long, device=dev),
-                    torch.zeros(batch_size, capacity, 3, dtype=torch.long, device=dev),
+                    torch.zeros(batch_size, capacity, len(CONDITIONS), dtype=torch.long, device=dev),
                     torch.zeros(batch_size, dtype=torch.long, device=dev))
         z = torch.zeros(c.num_layers, batch_size, c.hidden_size, device=dev)
         state = (z, z.clone()) if c.arch == "lstm" else (z,)
@@ -416,10 +468,16 @@ class NoteRNN(nn.Module):
         dev = self.out.weight.device
         out = {}
         for name in self.config.conditioning:
-            if cond is None or name not in cond:
+            if cond is None or name not in cond or cond[name] is None:
+                if self.config.missing_context:
+                    out[name] = torch.full((batch,), -1, dtype=torch.long, device=dev)
+                    continue
                 raise ValueError(f"this model is conditioned on {list(self.config.conditioning)}; "
                                  f"step() needs cond={{{name!r}: (B,) ids of the step being predicted}}")
-            out[name] = torch.as_tensor(cond[name], dtype=torch.long, device=dev).reshape(batch)
+            v = cond[name]
+            ids = v.to(dev, torch.long) if isinstance(v, torch.Tensor) else \
+                torch.as_tensor(np.array(v, dtype=np.int64), device=dev)
+            out[name] = ids.expand(batch) if ids.dim() == 0 else ids.reshape(batch)
         return out
 
     def step(self, tokens: torch.Tensor | np.ndarray, state: tuple[torch.Tensor, ...],
@@ -462,7 +520,7 @@ class NoteRNN(nn.Module):
         """log p of each token of one melody given BEGIN and the tokens before it: (T,)."""
         arr = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
         inputs = torch.cat([torch.tensor([self.begin]), arr[:-1]])[None]
-        c = None if cond is None else {k: torch.as_tensor(np.asarray(v, dtype=np.int64))[None] for k, v in cond.items()}
+        c = None if cond is None else {k: torch.as_tensor(np.array(v, dtype=np.int64))[None] for k, v in cond.items()}
         was = self.training
         self.eval()
         with torch.inference_mode():
@@ -508,6 +566,24 @@ class NoteRNN(nn.Module):
         self.train(was)
         return out
 
+    def sample_in_context(self, n: int, *, key: str | int = "C major", progression: str | Sequence = "I-IV-V-I",
+                          meter: str = "4/4", n_bars: int = 4, chords_per_bar: int = 1, style: str | None = None,
+                          temperature: float = 1.0, seed: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Sample ``n`` melodies of ``n_bars`` bars in a key, over a chord progression, in a
+        meter and (for a model conditioned on ``style``) a style.
+
+        ``progression`` is anything :func:`musicenv.theory.resolve_progression` reads
+        (roman numerals in ``key``, chord symbols or codes); it is played
+        ``chords_per_bar`` chords a bar and repeated to fill ``n_bars``. Returns the
+        tokens (n, steps) and the context arrays the model saw (:func:`context_arrays`).
+        Contexts the model is not conditioned on are ignored (a token-only prior
+        samples as :meth:`sample`)."""
+        cond = context_arrays(self.grid, key=key, progression=progression, meter=meter, n_bars=n_bars,
+                              chords_per_bar=chords_per_bar, style=style, styles=self.config.styles)
+        length = len(cond["chord"])
+        used = {k: v for k, v in cond.items() if k in self.config.conditioning}
+        return self.sample(n, length, temperature, seed=seed, cond=used or None), cond
+
     # -- checkpoints --------------------------------------------------------------------
     def save(self, path: str | os.PathLike, **metadata: Any) -> Path:
         """Write a checkpoint (see module doc); ``metadata`` entries are merged into
@@ -533,9 +609,9 @@ class NoteRNN(nn.Module):
                 lacks a key, has an unknown format version, its weights do not fit its
                 config, or its grid/vocabulary differs from ``grid``.
         """
-        path = DEFAULT_PRIOR if path is None else Path(path).expanduser()
-        hint = " (the shipped prior is missing: reinstall musicenv or run `musicenv pretrain`)" \
-            if path == DEFAULT_PRIOR else ""
+        path = DEFAULT_PRIOR if path is None else prior_path(path)
+        hint = " (a shipped prior is missing: reinstall musicenv or retrain it with the command in its " \
+            ".metrics.json)" if path in PRIOR_NAMES.values() else ""
         payload, meta = read_checkpoint(path, fmt=CHECKPOINT_FORMAT, version=FORMAT_VERSION, what="note-RNN",
                                         error=CheckpointError, missing_hint=hint)
         for key in ("config", "grid", "vocab_size"):
@@ -563,40 +639,86 @@ class NoteRNN(nn.Module):
 
 
 # ---------------------------------------------------------------------------- data
+def context_arrays(grid: TokenGrid = DEFAULT_GRID, *, key: str | int = "C major", progression: str | Sequence = "I-IV-V-I",
+                   meter: str = "4/4", n_bars: int = 4, chords_per_bar: int = 1, style: str | None = None,
+                   styles: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Per-step context ids of a piece (the arrays a conditioned note-RNN reads): ``chord``,
+    ``next_chord``, ``position`` (n_steps,) and ``key``, ``meter``, ``style`` (scalars
+    as 0-d arrays; style -1 for None). Raises ``ValueError`` (MusicTheoryError) for a
+    key, progression or meter it cannot read, or a style not in ``styles``."""
+    from musicenv.melodies import next_chord_track
+    from musicenv.theory import parse_key, resolve_progression
+
+    k = parse_key(key)
+    m = Meter.parse(meter)
+    if not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
+        raise ValueError(f"n_bars must be a positive integer, got {n_bars!r}")
+    bar = m.steps_per_bar(grid.steps_per_quarter)
+    if not isinstance(chords_per_bar, (int, np.integer)) or chords_per_bar < 1 or bar % chords_per_bar:
+        raise ValueError(f"chords_per_bar={chords_per_bar!r} must be a positive divisor of the {bar} steps of a {m} bar")
+    codes = resolve_progression(progression, k)
+    slots = n_bars * chords_per_bar
+    per_slot = np.array([codes[i % len(codes)] for i in range(slots)], dtype=np.int64)
+    chords = np.repeat(per_slot, bar // chords_per_bar)
+    if style is not None and style not in styles:
+        raise ValueError(f"unknown style {style!r}; accepted: {', '.join(styles) or 'none (a model without styles)'}")
+    return {"chord": chords, "next_chord": next_chord_track(chords),
+            "position": np.arange(len(chords), dtype=np.int64) % bar, "key": np.array(k),
+            "meter": np.array(Meter.SUPPORTED.index(str(m))),
+            "style": np.array(-1 if style is None else list(styles).index(style))}
+
+
 @dataclass
 class Example:
-    """One training or evaluation melody: tokens and its per-step conditioning ids."""
+    """One training or evaluation melody: tokens and its conditioning ids.
+
+    Per-step arrays (``chord``, ``next_chord``, ``position``) have the tokens' length;
+    ``key``, ``meter`` and ``style`` are one id for the melody (an array works too).
+    -1 (or None) means "not given" (models with ``missing_context``)."""
 
     tokens: np.ndarray
     chord: np.ndarray
-    key: np.ndarray
+    key: np.ndarray | int
     position: np.ndarray
+    next_chord: np.ndarray | None = None
+    meter: int = -1
+    style: int = -1
+
+    def transposed(self, shift: int, grid: TokenGrid) -> tuple[Example, int]:
+        """The example moved by ``shift`` semitones (pitches folded into ``grid``) and the
+        number of notes folded."""
+        tokens, folded = transpose(self.tokens, shift, grid)
+        key = self.key if np.ndim(self.key) == 0 and int(self.key) < 0 else (
+            np.vectorize(transpose_key)(self.key, shift) if np.ndim(self.key) else transpose_key(int(self.key), shift))
+        nxt = None if self.next_chord is None else transpose_chords(self.next_chord, shift)
+        return Example(tokens, transpose_chords(self.chord, shift), key, self.position, nxt, self.meter,
+                       self.style), folded
 
 
-def _transpose_chords(chords: np.ndarray, shift: int) -> np.ndarray:
-    chords = np.asarray(chords, dtype=np.int64)
-    root, quality = chords // N_QUALITIES, chords % N_QUALITIES
-    moved = ((root + shift) % 12) * N_QUALITIES + quality
-    return np.where(chords == NO_CHORD, NO_CHORD, moved)
+def melody_examples(corpus, augment: bool = False, style: int | str | None = None) -> tuple[list[Example], int]:
+    """Examples of every melody of a :class:`~musicenv.corpus.MelodyCorpus`, or of a list of
+    ``(style, Melody)`` pairs (:meth:`musicenv.melodies.MelodySet.split`), in all 12 keys
+    with ``augment``, and the number of notes folded back into range. ``style`` (a name
+    of :data:`musicenv.melodies.STYLES` or its index) labels a plain corpus's melodies."""
+    from musicenv.melodies import next_chord_track, style_index
 
-
-def _transpose_key(key: int, shift: int) -> int:
-    return (key % 12 + shift) % 12 + 12 * (key >= 12)
-
-
-def melody_examples(corpus, augment: bool = False) -> tuple[list[Example], int]:
-    """Examples of every melody of a :class:`~musicenv.corpus.MelodyCorpus` (in all 12
-    keys with ``augment``) and the number of notes folded back into range."""
-    grid = corpus.grid
+    pairs = list(corpus) if isinstance(corpus, list) else [(style, m) for m in corpus]
     out, folded = [], 0
-    for m in corpus:
-        bar = Meter.parse(m.meter).steps_per_bar(grid.steps_per_quarter)
+    for st, m in pairs:
+        grid = m.grid
+        meter = Meter.parse(m.meter)
+        bar = meter.steps_per_bar(grid.steps_per_quarter)
         position = np.arange(m.n_steps, dtype=np.int64) % bar
-        versions = all_key_transpositions(m.tokens, grid) if augment else [(0, np.asarray(m.tokens, np.int64), 0)]
-        for shift, tokens, nf in versions:
+        chords = np.asarray(m.chords, np.int64)
+        base = Example(np.asarray(m.tokens, np.int64), chords, int(m.key), position, next_chord_track(chords),
+                       Meter.SUPPORTED.index(str(meter)), style_index(st))
+        if not augment:
+            out.append(base)
+            continue
+        for shift, _, _ in all_key_transpositions(m.tokens, grid):
+            ex, nf = base.transposed(shift, grid)
             folded += nf
-            key = _transpose_key(m.key, shift)
-            out.append(Example(tokens, _transpose_chords(m.chords, shift), np.full(m.n_steps, key, np.int64), position))
+            out.append(ex)
     return out, folded
 
 
@@ -606,15 +728,33 @@ def _collate(examples: Sequence[Example], begin: int, conditioning: Sequence[str
     B = len(examples)
     inputs = np.full((B, T), begin, dtype=np.int64)
     targets = np.full((B, T), IGNORE, dtype=np.int64)
-    cond = {name: np.zeros((B, T), dtype=np.int64) for name in conditioning}
+    cond = {name: np.full((B, T), -1, dtype=np.int64) for name in conditioning}
     for i, e in enumerate(examples):
         n = len(e.tokens)
         targets[i, :n] = e.tokens
         inputs[i, 1:n] = e.tokens[:-1]
         for name in conditioning:
-            cond[name][i, :n] = getattr(e, name)
+            v = getattr(e, name)
+            if v is None:
+                raise ValueError(f"the examples carry no {name!r} ids; build them with melody_examples()")
+            cond[name][i, :n] = v
     return (torch.from_numpy(inputs), torch.from_numpy(targets),
             {k: torch.from_numpy(v) for k, v in cond.items()} if conditioning else None)
+
+
+def _drop_context(cond: dict[str, torch.Tensor] | None, p: float, rng: np.random.Generator) -> None:
+    """Conditioning dropout, in place: per melody, with probability ``p`` every context is
+    dropped (a bare token sequence); otherwise each group of :data:`CONTEXT_GROUPS` is
+    dropped with probability ``p``. Dropped ids become -1 ("not given")."""
+    if not cond or p <= 0:
+        return
+    B = next(iter(cond.values())).shape[0]
+    bare = rng.random(B) < p
+    for group in CONTEXT_GROUPS:
+        drop = torch.from_numpy(bare | (rng.random(B) < p))
+        for name in group:
+            if name in cond:
+                cond[name][drop] = -1
 
 
 def _batches(examples: Sequence[Example], batch_size: int, rng: np.random.Generator | None,
@@ -675,13 +815,31 @@ class TrainResult:
         return asdict(self)
 
 
-def train(model: NoteRNN, train_corpus, valid_corpus, *, augment: bool = True, batch_size: int = 64,
+def _as_examples(data, augment: bool = False) -> tuple[list[Example], int]:
+    if isinstance(data, list) and data and isinstance(data[0], Example):
+        return data, 0
+    return melody_examples(data, augment)
+
+
+def train(model: NoteRNN, train_corpus, valid_corpus, *, augment: bool | str = True, batch_size: int = 64,
           lr: float = 3e-3, weight_decay: float = 0.0, max_steps: int = 2000, warmup: int = 100,
           eval_every: int = 100, patience: int = 8, max_minutes: float | None = None, clip: float = 1.0,
-          seed: int = 0, progress: bool = True, max_tokens: int | None = 16384) -> TrainResult:
+          seed: int = 0, progress: bool = True, max_tokens: int | None = 16384,
+          context_dropout: float = 0.0) -> TrainResult:
     """Fit ``model`` on ``train_corpus`` (see module doc); restores the weights with the
     best valid NLL and returns a :class:`TrainResult`.
 
+    The corpora are :class:`~musicenv.corpus.MelodyCorpus` objects, lists of
+    ``(style, Melody)`` pairs or lists of :class:`Example`. ``augment``: ``True`` uses
+    every training melody in all 12 keys each pass; ``"random"`` puts each melody in one
+    key drawn at random (uniform over the 12 pitch-class shifts, octave as in
+    :func:`rewards.ngram.all_key_transpositions`) every time it is batched, which
+    covers all keys over the passes at 1/12 of the memory; ``False`` uses the
+    melodies as they are. ``context_dropout`` p (models with ``missing_context``):
+    per melody and update, with probability p no context at all, otherwise each group
+    of :data:`CONTEXT_GROUPS` left out with probability p, so the model learns to score
+    with any subset of its context, down to a bare token sequence. The valid NLL that
+    early stopping watches is computed with the full context.
     ``max_steps`` bounds the updates (the cosine schedule spans them); ``max_minutes``
     bounds the wall time (training stops at the next evaluation after it). A batch holds
     up to ``batch_size`` melodies and ``max_tokens`` padded tokens.
@@ -690,10 +848,17 @@ def train(model: NoteRNN, train_corpus, valid_corpus, *, augment: bool = True, b
 
     if max_steps < 1 or eval_every < 1 or batch_size < 1:
         raise ValueError("max_steps, eval_every and batch_size must be >= 1")
+    if augment not in (True, False, "random"):
+        raise ValueError(f"augment must be True, False or 'random', got {augment!r}")
+    if not 0.0 <= context_dropout < 1.0:
+        raise ValueError(f"context_dropout must be in [0, 1), got {context_dropout!r}")
+    if context_dropout > 0 and not model.config.missing_context:
+        raise ValueError("context_dropout needs a model with missing_context=True")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    train_ex, folded = melody_examples(train_corpus, augment)
-    valid_ex, _ = melody_examples(valid_corpus, False)
+    random_keys = augment == "random"
+    train_ex, folded = _as_examples(train_corpus, augment is True)
+    valid_ex, _ = _as_examples(valid_corpus, False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
 
     def lr_at(step: int) -> float:
@@ -713,7 +878,14 @@ def train(model: NoteRNN, train_corpus, valid_corpus, *, augment: bool = True, b
     try:
         while step < max_steps:
             for idx in _batches(train_ex, batch_size, rng, max_tokens):
-                inputs, targets, cond = _collate([train_ex[i] for i in idx], model.begin, model.config.conditioning)
+                chosen = [train_ex[i] for i in idx]
+                if random_keys:
+                    moved = [e.transposed(best_shift(e.tokens, int(rng.integers(12)), model.grid), model.grid)
+                             for e in chosen]
+                    chosen = [e for e, _ in moved]
+                    folded += sum(nf for _, nf in moved)
+                inputs, targets, cond = _collate(chosen, model.begin, model.config.conditioning)
+                _drop_context(cond, context_dropout, rng)
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step)
                 logits, _ = model(inputs, cond)
@@ -792,8 +964,8 @@ def _lstm_first_gates(tokens, anchors, begin, n_pitches, t_embed, t_interval, t_
 
 @njit(cache=True)
 def _logits_from_heads(heads, V, n_pitches, anchors, relative, out):  # pragma: no cover - compiled
-    """Next-token logits from the stacked output heads [out | relative | opening] (the
-    relative-pitch logits of NoteRNN._relative_logits)."""
+    """Next-token log-probabilities from the stacked output heads [out | relative | opening]
+    (the relative-pitch logits of NoteRNN._relative_logits, then log-softmax)."""
     B = heads.shape[0]
     P = n_pitches
     for b in range(B):
@@ -806,10 +978,36 @@ def _logits_from_heads(heads, V, n_pitches, anchors, relative, out):  # pragma: 
                 if first >= 0:
                     x += heads[b, V + 2 * P + (p - first) % 12]
             out[b, a] = x
+        # log-softmax in place (one pass for the max, one for the sum)
+        mx = out[b, 0]
+        for a in range(1, V):
+            if out[b, a] > mx:
+                mx = out[b, a]
+        total = 0.0
+        for a in range(V):
+            total += math.exp(out[b, a] - mx)
+        lse = mx + math.log(total)
+        for a in range(V):
+            out[b, a] -= lse
+
+
+@njit(cache=True)
+def _add_context_rows(gates, table, ids):  # pragma: no cover - compiled
+    """gates[b] += sum_j table[ids[b, j]]: the conditioning embeddings' share of layer 1's gates."""
+    for b in range(gates.shape[0]):
+        for j in range(ids.shape[1]):
+            r = ids[b, j]
+            for k in range(gates.shape[1]):
+                gates[b, k] += table[r, k]
 
 
 class LSTMStepper:
-    """One inference step of an unconditioned LSTM :class:`NoteRNN`, compiled.
+    """One inference step of an LSTM :class:`NoteRNN`, compiled.
+
+    Conditioned models too: each conditioning embedding is multiplied by W_ih once, so
+    the context costs one table row per name and step (``cond`` as for
+    :meth:`NoteRNN.step`; -1 or a missing name means "not given" for models with
+    ``missing_context``).
 
     Same numbers as ``model.log_probs(tokens, state)`` (to float32 rounding, ~1e-6) at a
     fraction of the cost: torch spends most of a single step on per-operator overhead
@@ -824,8 +1022,8 @@ class LSTMStepper:
 
     def __init__(self, model: NoteRNN) -> None:
         c = model.config
-        if c.arch != "lstm" or c.conditioning:
-            raise ValueError("LSTMStepper serves unconditioned LSTM note-RNNs")
+        if c.arch != "lstm":
+            raise ValueError("LSTMStepper serves LSTM note-RNNs")
         with torch.no_grad():
             sd = {k: v.detach().float().numpy().copy() for k, v in model.state_dict().items()}
         V, H = c.vocab_size, c.hidden_size
@@ -838,6 +1036,16 @@ class LSTMStepper:
             self.t_opening = np.ascontiguousarray(sd["opening_embed.weight"] @ w0, dtype=np.float32)
         else:
             self.t_interval = self.t_opening = np.zeros((0, 4 * H), dtype=np.float32)
+        # conditioning tables stacked: rows offset[name] .. offset[name] + size (+ missing)
+        self.conditioning, self.missing = tuple(c.conditioning), bool(c.missing_context)
+        self.sizes = {name: c.context_size(name) for name in self.conditioning}
+        tables, self.offsets, row = [], {}, 0
+        for name in self.conditioning:
+            tables.append(sd[f"{name}_embed.weight"] @ w0)
+            self.offsets[name] = row
+            row += tables[-1].shape[0]
+        self.t_cond = np.ascontiguousarray(np.concatenate(tables) if tables else np.zeros((0, 4 * H)),
+                                           dtype=np.float32)
         # matrix products in torch, which keeps to torch.set_num_threads (numpy's BLAS
         # would start threads of its own and fight the env's for the cores)
         t = torch.from_numpy
@@ -848,7 +1056,7 @@ class LSTMStepper:
         # its tanh: double the cell-input block (g) of every gate table so one sigmoid
         # over all four blocks serves.
         g = slice(2 * H, 3 * H)
-        for table in (self.t_embed, self.t_interval, self.t_opening,
+        for table in (self.t_embed, self.t_interval, self.t_opening, self.t_cond,
                       *(w.numpy() for w in self.w_hh), *(w.numpy() for w in self.w_ih[1:]),
                       *(b.numpy() for b in self.b[1:])):
             table[..., g] *= 2
@@ -860,9 +1068,32 @@ class LSTMStepper:
         self.b_heads = t(np.concatenate(heads_b).astype(np.float32))
         self.n_layers, self.H = c.num_layers, H
 
-    def __call__(self, tokens: np.ndarray, state: tuple[torch.Tensor, ...]
-                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """(B,) tokens and a (h, c[, anchors]) state -> (log p (B, V) tensor, new state)."""
+    def context_rows(self, cond: dict[str, Any] | None, shape: int | tuple[int, ...]) -> np.ndarray:
+        """Rows of the stacked context table for ``cond``: shape ``(*shape, n_conditions)``;
+        each entry of ``cond`` broadcasts to ``shape`` (B,) or e.g. (B, T). Precompute
+        them once per episode and pass them as ``rows=`` to save the work per step."""
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        ids = np.empty((*shape, len(self.conditioning)), dtype=np.int64)
+        for j, name in enumerate(self.conditioning):
+            v = None if cond is None else cond.get(name)
+            if v is None:
+                if not self.missing:
+                    raise ValueError(f"this model is conditioned on {list(self.conditioning)}; "
+                                     f"step() needs cond={{{name!r}: (B,) ids of the step being predicted}}")
+                v = -1
+            v = np.broadcast_to(np.asarray(v, dtype=np.int64), shape)
+            size = self.sizes[name]
+            if v.size and (v.max() >= size or (v.min() < 0 and not self.missing)):
+                raise ValueError(f"{name} ids must be in 0..{size - 1}"
+                                 f"{' or -1 (not given)' if self.missing else ''}, got {v.min()}..{v.max()}")
+            ids[..., j] = self.offsets[name] + np.where(v < 0, size, v)
+        return ids
+
+    def __call__(self, tokens: np.ndarray, state: tuple[torch.Tensor, ...], cond: dict[str, Any] | None = None,
+                 rows: np.ndarray | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(B,) tokens and a (h, c[, anchors]) state -> (log p (B, V) tensor, new state).
+        The context is ``cond`` (as for :meth:`NoteRNN.step`) or ``rows``, its
+        :meth:`context_rows` (B, n_conditions)."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         B = tokens.shape[0]
         anchors = state[2].numpy() if self.relative else np.full((B, 2), -1, dtype=np.int64)
@@ -870,6 +1101,8 @@ class LSTMStepper:
         first = np.empty((B, 4 * self.H), dtype=np.float32)
         _lstm_first_gates(tokens, anchors, self.begin, self.P, self.t_embed, self.t_interval, self.t_opening,
                           first, new_anchors)
+        if self.conditioning:
+            _add_context_rows(first, self.t_cond, self.context_rows(cond, B) if rows is None else rows)
         gates = torch.from_numpy(first)
         x = None
         with torch.no_grad():
@@ -882,20 +1115,20 @@ class LSTMStepper:
                 c_k = torch.mul(f, state[1][k], out=c_new[k]).addcmul_(i, g2.mul(2).sub_(1))  # f c + i tanh(g)
                 x = torch.mul(c_k, 2, out=h_new[k]).sigmoid_().mul_(2).sub_(1).mul_(o)  # o tanh(c)
             heads = torch.addmm(self.b_heads, x, self.w_heads).numpy()
-        logits = np.empty((B, self.V), dtype=np.float32)
-        _logits_from_heads(heads, self.V, self.P, new_anchors, self.relative, logits)
+        logp = np.empty((B, self.V), dtype=np.float32)
+        _logits_from_heads(heads, self.V, self.P, new_anchors, self.relative, logp)
         new = (h_new, c_new)
         if self.relative:
             new = (*new, torch.from_numpy(new_anchors))
-        return torch.log_softmax(torch.from_numpy(logits), dim=1), new
+        return torch.from_numpy(logp), new
 
 
 def prior_path(checkpoint: str | os.PathLike = "default") -> Path:
-    """The file behind a prior name: ``"default"`` (:data:`DEFAULT_PRIOR`), ``"small"``
-    (:data:`SMALL_PRIOR`) or a checkpoint path."""
-    named = {"default": DEFAULT_PRIOR, "small": SMALL_PRIOR}
-    if isinstance(checkpoint, str) and checkpoint in named:
-        return named[checkpoint]
+    """The file behind a prior name: ``"default"`` (:data:`DEFAULT_PRIOR`, the general
+    conditioned prior), ``"bach"`` (:data:`BACH_PRIOR`), ``"small"`` (:data:`SMALL_PRIOR`)
+    or a checkpoint path."""
+    if isinstance(checkpoint, str) and checkpoint in PRIOR_NAMES:
+        return PRIOR_NAMES[checkpoint]
     return Path(checkpoint).expanduser()
 
 
@@ -905,9 +1138,22 @@ def load_prior(checkpoint: str | os.PathLike = "default") -> NoteRNN:
     return _load_frozen(prior_path(checkpoint))
 
 
+def _style_id(model: NoteRNN, style: str | None) -> int:
+    """Style id of ``style`` for ``model`` (-1 for None); ValueError if the model has no such style."""
+    if style is None:
+        return -1
+    styles = model.config.styles
+    if "style" not in model.config.conditioning:
+        raise ValueError(f"style={style!r}: this prior is not conditioned on a style "
+                         "(use the 'default' prior, or style=None)")
+    if style not in styles:
+        raise ValueError(f"unknown style {style!r}; this prior knows: {', '.join(styles)}")
+    return styles.index(style)
+
+
 def _stepper(model: NoteRNN) -> LSTMStepper | None:
-    """The compiled step of a frozen unconditioned LSTM prior (built once per model), else None."""
-    if model.config.arch != "lstm" or model.config.conditioning:
+    """The compiled step of a frozen LSTM prior (built once per model), else None."""
+    if model.config.arch != "lstm":
         return None
     stepper = getattr(model, "_compiled_step", None)
     if stepper is None:
@@ -921,22 +1167,40 @@ class PriorTracker:
     One recurrent step per env step for the whole batch, carrying each composition's
     state: :attr:`logp` (B, V) holds, for every composition, the prior's log-probabilities
     of the token about to be placed (the first after BEGIN right after :meth:`reset`).
-    A conditioned prior gets the episode's key, chord at each step and position in the
-    bar. Serves the ``prior_log_likelihood`` reward term and the environments'
-    ``observe_prior`` observation.
+    A conditioned prior (the ``default`` one) is fed the env's context for the step
+    being predicted, read from the batch: ``key`` (``batch.key``), ``chord``
+    (``batch.chords`` at that step), ``next_chord`` (the next different chord of the
+    episode's progression), ``meter`` (``batch.meter``), ``position`` (step in the bar)
+    and ``style`` (the ``style`` argument: ``"bach"``, ``"essen"``, ``"oneills"`` or
+    None for no style). ``context=False`` feeds none of it (a bare token sequence;
+    models with ``missing_context`` only). Serves the ``prior_log_likelihood`` reward
+    term, the environments' ``observe_prior`` observation and ``compose prior``.
 
-    An unconditioned LSTM prior steps through :class:`LSTMStepper` (same numbers to
-    ~1e-6, less per-operator overhead). ``checkpoint`` as for :func:`load_prior`. Raises :class:`CheckpointError` if it cannot
-    be loaded and ``ValueError`` if the prior's grid or bar positions do not fit the batch's.
-    Pickles without the model, which is reloaded from ``checkpoint``.
+    LSTM priors step through :class:`LSTMStepper` (same numbers to ~1e-6, less
+    per-operator overhead). ``checkpoint`` as for :func:`load_prior`. Raises
+    :class:`CheckpointError` if it cannot be loaded and ``ValueError`` if the prior's
+    grid or bar positions do not fit the batch's, or the style is unknown. Pickles
+    without the model, which is reloaded from ``checkpoint``.
     """
 
-    def __init__(self, batch, checkpoint: str | os.PathLike = "default") -> None:
+    def __init__(self, batch, checkpoint: str | os.PathLike = "default", *, style: str | None = None,
+                 context: bool = True) -> None:
         from musicenv.core import K_STEPS_PER_BAR
 
         self.checkpoint = checkpoint
         model = load_prior(checkpoint)
         self._step = _stepper(model)
+        self.style, self.context = style, bool(context)
+        self._style_id = _style_id(model, style)
+        if not self.context and model.config.conditioning and not model.config.missing_context:
+            raise ValueError(f"the prior {checkpoint!r} needs its context ({', '.join(model.config.conditioning)}); "
+                             "context=False needs a prior trained with conditioning dropout")
+        self._meter_id = Meter.SUPPORTED.index(str(batch.meter)) if str(batch.meter) in Meter.SUPPORTED else -1
+        self._next = np.full((batch.batch_size, batch.n_steps), NO_CHORD, dtype=np.int64)
+        # with the compiled step: each episode's context rows for every step, set at reset
+        self._ctx = None
+        if self._step is not None and model.config.conditioning and self.context:
+            self._ctx = np.zeros((batch.batch_size, batch.n_steps, len(model.config.conditioning)), dtype=np.int64)
 
         if model.grid != batch.grid:
             g, e = model.grid, batch.grid
@@ -960,11 +1224,22 @@ class PriorTracker:
 
     def _cond(self, batch, rows: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray] | None:
         conditioning = self.model.config.conditioning
-        if not conditioning:
+        if not conditioning or not self.context:
             return None
         t = np.minimum(t, batch.n_steps - 1)
-        values = {"chord": batch.chords[rows, t], "key": batch.key[rows], "position": t % self._bar}
-        return {name: values[name] for name in conditioning}
+        values = {"chord": lambda: batch.chords[rows, t], "key": lambda: batch.key[rows],
+                  "position": lambda: t % self._bar, "next_chord": lambda: self._next[rows, t],
+                  "meter": lambda: self._meter_id, "style": lambda: self._style_id}
+        return {name: values[name]() for name in conditioning}
+
+    def _log_probs(self, batch, tokens: np.ndarray, state: tuple, rows: np.ndarray, t: np.ndarray) -> tuple:
+        """log p and new state for ``rows`` fed ``tokens``, predicting step ``t`` (per row)."""
+        if self._ctx is not None:
+            return self._step(tokens, state, rows=self._ctx[rows, np.minimum(t, batch.n_steps - 1)])
+        cond = self._cond(batch, rows, t)
+        if self._step is not None:
+            return self._step(tokens, state, cond)
+        return self.model.log_probs(torch.from_numpy(tokens), state, cond)
 
     def reset(self, batch, mask: np.ndarray) -> None:
         """Start the compositions where ``mask`` anew (state after BEGIN)."""
@@ -973,6 +1248,15 @@ class PriorTracker:
             return
         model = self.model
         idx = torch.from_numpy(rows)
+        if "next_chord" in model.config.conditioning:
+            from musicenv.melodies import next_chord_track
+
+            for r in rows:
+                self._next[r] = next_chord_track(batch.chords[r])
+        if self._ctx is not None:  # the episode's context, all steps at once
+            T = batch.n_steps
+            steps = np.broadcast_to(np.arange(T), (rows.size, T))
+            self._ctx[rows] = self._step.context_rows(self._cond(batch, rows[:, None], steps), (rows.size, T))
         with torch.inference_mode():
             if not model.config.conditioning:
                 sub = tuple(s.expand(*[rows.size if d == model._batch_dim(i) else -1 for d in range(s.dim())])
@@ -980,8 +1264,9 @@ class PriorTracker:
                 logp = self._begin_logp.expand(rows.size, -1)
             else:
                 cap = batch.n_steps + 1
-                logp, sub = model.log_probs(torch.full((rows.size,), model.begin), model.initial_state(rows.size, cap),
-                                            self._cond(batch, rows, np.zeros(rows.size, dtype=np.int64)))
+                logp, sub = self._log_probs(batch, np.full(rows.size, model.begin, dtype=np.int64),
+                                            model.initial_state(rows.size, cap), rows,
+                                            np.zeros(rows.size, dtype=np.int64))
             self._state = model.merge_state(self._state, idx, sub)
             self.logp = self.logp.index_copy(0, idx, logp)
 
@@ -998,19 +1283,12 @@ class PriorTracker:
             return
         with torch.inference_mode():
             if n == batch.batch_size:
-                if self._step is not None:
-                    self.logp, self._state = self._step(acts.numpy(), self._state)
-                else:
-                    self.logp, self._state = model.log_probs(acts, self._state,
-                                                             self._cond(batch, np.arange(n), t + 1))
+                self.logp, self._state = self._log_probs(batch, acts.numpy(), self._state, np.arange(n), t + 1)
             else:
                 rows = np.flatnonzero(go_on)
                 idx = torch.from_numpy(rows)
                 sub_state = model.select_state(self._state, idx)
-                if self._step is not None:
-                    logp, sub = self._step(acts.numpy()[rows], sub_state)
-                else:
-                    logp, sub = model.log_probs(acts[idx], sub_state, self._cond(batch, rows, t[rows] + 1))
+                logp, sub = self._log_probs(batch, acts.numpy()[rows], sub_state, rows, t[rows] + 1)
                 self._state = model.merge_state(self._state, idx, sub)
                 self.logp = self.logp.index_copy(0, idx, logp)
 
@@ -1029,30 +1307,43 @@ class PriorLogLikelihood(RewardTerm):
     """Log-likelihood of each token under a frozen note-RNN prior (the RL Tuner's log p(a|s)).
 
     log p(a_t | a_0 .. a_{t-1}) under the prior, the episode's first token predicted
-    after BEGIN, exactly as the prior was trained. Range (-inf, 0] in nats; the shipped
-    prior averages -0.53 per step on held-out Bach chorale melodies, and -log(38) = -3.6
-    is what a uniform guess would get; an unidiomatic token costs much more (a leap of
-    almost two octaves about -10.6, a HOLD as the first token -4.9). With the ``rl_tuner`` preset (weight 1, music-theory rules
-    x 2) this is the paper's r = log p(a|s) + r_MT / c with c = 0.5.
+    after BEGIN, exactly as the prior was trained. Range (-inf, 0] in nats; -log(38) =
+    -3.6 is what a uniform guess would get, held-out melodies average about -0.5 to -1
+    per step (the figures per collection are in the README's prior section), and an
+    unidiomatic token costs much more. With the ``rl_tuner`` preset (weight 1,
+    music-theory rules x 2) this is the paper's r = log p(a|s) + r_MT / c with c = 0.5.
 
     Incremental and batched: one recurrent step per env step for the whole batch,
     carrying each composition's hidden state (reset per composition; rows that are not
-    active are left as they are). A conditioned prior gets the episode's key, chord
-    at each step and position in the bar.
+    active are left as they are). The conditioned ``default`` prior is fed the episode's
+    key, meter, position in the bar, current and next chord, and ``style``
+    (:class:`PriorTracker`), so it rewards melodies that fit the env's context.
 
-    ``checkpoint``: ``"default"`` for the shipped Bach prior (:data:`DEFAULT_PRIOR`),
-    ``"small"`` for the 1 x 64 one (:data:`SMALL_PRIOR`: the same test NLL, several
-    times cheaper per step) or a path to a checkpoint written by :meth:`NoteRNN.save`;
-    its grid must be the env's.
+    Params: ``checkpoint``: ``"default"`` (the general conditioned prior,
+    :data:`DEFAULT_PRIOR`), ``"bach"`` (the token-only Bach prior, :data:`BACH_PRIOR`),
+    ``"small"`` (the 1 x 64 Bach prior, :data:`SMALL_PRIOR`) or a path to a checkpoint
+    written by :meth:`NoteRNN.save`; its grid must be the env's. ``style``: ``None``
+    (default: no style), or ``"bach"``, ``"essen"``, ``"oneills"`` to score toward
+    that collection's style (KL control toward a style; ``default`` prior only).
+    ``context``: feed the env's context (default true); false scores the bare tokens.
     Source: Jaques et al. 2017, "Sequence Tutor" / RL Tuner, eq. 3 (KL control).
     """
 
-    PARAMS: ClassVar[dict[str, Any]] = {"checkpoint": "default"}
+    PARAMS: ClassVar[dict[str, Any]] = {"checkpoint": "default", "style": None, "context": True}
 
     def validate(self) -> None:
         ck = self.params["checkpoint"]
         if not isinstance(ck, (str, os.PathLike)) or ck == "":
-            raise RewardSpecError(f"prior_log_likelihood: checkpoint must be 'default', 'small' or a path, got {ck!r}")
+            raise RewardSpecError(f"prior_log_likelihood: checkpoint must be 'default', 'bach', 'small' or a path, "
+                                  f"got {ck!r}")
+        style = self.params["style"]
+        from musicenv.melodies import STYLES
+
+        if style is not None and style not in STYLES:
+            raise RewardSpecError(f"prior_log_likelihood: style must be one of {', '.join(STYLES)} or null, "
+                                  f"got {style!r}")
+        if not isinstance(self.params["context"], bool):
+            raise RewardSpecError(f"prior_log_likelihood: context must be true or false, got {self.params['context']!r}")
 
     @property
     def model(self) -> NoteRNN:
@@ -1064,7 +1355,8 @@ class PriorLogLikelihood(RewardTerm):
 
     def bind(self, batch) -> None:
         try:
-            self._tracker = PriorTracker(batch, self.params["checkpoint"])
+            self._tracker = PriorTracker(batch, self.params["checkpoint"], style=self.params["style"],
+                                         context=self.params["context"])
         except ValueError as e:  # CheckpointError included
             raise RewardSpecError(f"prior_log_likelihood: {e}") from e
 
@@ -1086,17 +1378,19 @@ class PriorPolicy:
     Bound to the env's batched core (one-token-per-step envs such as
     MusicComposition-v0); the prior's state follows the episode through a
     :class:`PriorTracker` of batch size 1 and restarts whenever the env is at step 0.
+    A conditioned prior (``checkpoint="default"``) reads the env's key, meter, chords and
+    position, and ``style`` (``"bach"``, ``"essen"``, ``"oneills"`` or None).
     """
 
     def __init__(self, env, *, checkpoint: str | os.PathLike = "default", temperature: float = 1.0,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, style: str | None = None) -> None:
         core = getattr(env.unwrapped, "core", None)
         if core is None or not hasattr(core, "batch") or core.batch.batch_size != 1:
             raise ValueError("the prior plays single MusicComposition-style envs (one melody token per step)")
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         self.core, self.temperature = core, float(temperature)
-        self.tracker = PriorTracker(core.batch, checkpoint)
+        self.tracker = PriorTracker(core.batch, checkpoint, style=style)
         self.rng = np.random.default_rng(seed)
         self._active = np.ones(1, dtype=bool)
 
@@ -1116,13 +1410,17 @@ class PriorPolicy:
         return action
 
 
-def _prior_source(env, *, argument: str | None, temperature: float):
-    """The shipped prior (:data:`DEFAULT_PRIOR`), sampled at ``temperature``."""
+def _prior_source(env, *, argument: str | None, temperature: float, style: str | None = None,
+                  prior: str | os.PathLike | None = None):
+    """A prior (``prior``: default, bach, small or a path; default the general
+    conditioned one) sampled at ``temperature`` in the env's key, meter and chords, and
+    in ``style`` if given."""
+    checkpoint = "default" if prior is None else prior
     try:
-        PriorPolicy(env, temperature=temperature)  # fail now (grid mismatch), not at piece 1
+        PriorPolicy(env, temperature=temperature, checkpoint=checkpoint, style=style)  # fail now, not at piece 1
     except ValueError as e:
         raise ValueError(f"source prior: {e}") from e
-    return lambda seed: PriorPolicy(env, temperature=temperature, seed=seed)
+    return lambda seed: PriorPolicy(env, temperature=temperature, seed=seed, checkpoint=checkpoint, style=style)
 
 
 def _register_compose_source() -> None:
@@ -1130,8 +1428,9 @@ def _register_compose_source() -> None:
         from musicenv.compose import register_source
     except ImportError:  # compose is optional
         return
-    register_source("prior", _prior_source, summary="the pretrained note-RNN prior sampled at a temperature",
-                    uses_temperature=True, replace=True)
+    register_source("prior", _prior_source, summary="a pretrained note-RNN prior (--prior, default the general "
+                    "one) sampled at a temperature in the env's key and chords (--style bach|essen|oneills)",
+                    uses_temperature=True, replace=True, options=("style", "prior"))
 
 
 _register_compose_source()

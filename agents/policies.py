@@ -107,9 +107,12 @@ class NoteRNNExtractor(BaseFeaturesExtractor):
     Args:
         observation_space: a Dict with ``history`` (and usually ``progress``, used to
             tell a full window at the end of a piece from a truncated one).
-        checkpoint: note-RNN checkpoint to copy: ``"default"`` (the shipped prior), ``"small"`` or a
-            path written by :meth:`NoteRNN.save`. Each extractor loads its own copy, so
-            training never touches the frozen prior the env and reward terms share.
+        checkpoint: note-RNN checkpoint to copy: ``"default"`` (the general prior), ``"bach"``,
+            ``"small"`` or a path written by :meth:`NoteRNN.save`. Each extractor loads its own
+            copy, so training never touches the frozen prior the env and reward terms share.
+            The history block holds tokens only, so a conditioned prior (``"default"``) runs
+            here on bare tokens (it was trained with conditioning dropout for this); the
+            ``"observation"`` source gets the env's key, meter and chords instead.
         freeze: keep the RNN's weights fixed (no gradient, run without autograd).
         allow_truncation: accept windows shorter than the piece (an approximation).
 

@@ -249,6 +249,7 @@ GROUP_TITLES = {
     "muspy": "MusPy-style statistics",
     "harmony": "Harmony statistics",
     "diversity": "Diversity of the sample set",
+    "jam": "Jam: ReaLchords' metrics (musicenv.jam; onset EMD in beats, chord-length entropy in nats)",
 }
 
 

@@ -365,6 +365,9 @@ def held_out_evaluation(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, A
     from rewards.scoring import score
 
     cfg = TrainConfig(**{**spec.config, "out": str(run_dir)})
+    jam = cfg.env_id.startswith("Jam")
+    if cfg.env_id == "JamChords-v0":  # trained on a corpus's train split, judged on its test melodies
+        cfg.env_kwargs = {**cfg.env_kwargs, "split": "test"}
     env = make_env(cfg)
     seeds = [spec.eval_seed + k for k in range(spec.eval_episodes)]
     try:
@@ -379,10 +382,16 @@ def held_out_evaluation(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, A
         env.close()
     scores: dict[str, float] = {"objective": float(np.mean(own))}
     for design, dspec in spec.designs.items():
+        if jam:  # the Jam terms score two parts played together: a melody alone cannot be replayed
+            continue
         per_piece = [score(dspec, c) for c in pieces]
         for term in per_piece[0]:
             scores[f"reward/{design}/{term}"] = float(np.mean([p[term] for p in per_piece]))
     scores.update({k: float(v) for k, v in evaluate_set(pieces).items() if k not in COUNT_KEYS})
+    if jam:  # ReaLchords' metrics: note-in-chord, onset EMD, chord-length entropy, diversity
+        from musicenv.jam import composition_statistics
+
+        scores.update(composition_statistics(pieces))
     sample = pieces[0]
     sample.title = f"{spec.cell} seed {spec.seed}"
     _write_json(run_dir / "sample.json", {"tokens": sample.tokens.tolist(), "key": str(sample.key),

@@ -42,7 +42,7 @@ __all__ = ["PAPER_SETTING", "add_commands", "evaluate_policy", "main", "q_versus
 PAPER_SETTING: dict[str, Any] = {"key": "C major", "n_bars": 2}
 #: Evaluation reward: the rules and the prior's log-likelihood, each at weight 1, so that
 #: the per-term totals give r_MT and log p directly.
-EVAL_REWARD: dict[str, float] = {"rl_tuner_theory": 1.0, "prior_log_likelihood": 1.0}
+EVAL_REWARD: dict[str, Any] = {"rl_tuner_theory": 1.0, "prior_log_likelihood": {"weight": 1.0, "checkpoint": "bach"}}
 MODEL_NAMES = {"q": "Q", "psi": "Psi", "g": "G"}
 
 
@@ -103,7 +103,7 @@ def run_table(out: str | Path, *, n_timesteps: int = 100_000, n_compositions: in
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    env = gym.make("MusicComposition-v0", observe_prior=True, reward=EVAL_REWARD, **PAPER_SETTING)
+    env = gym.make("MusicComposition-v0", observe_prior="bach", reward=EVAL_REWARD, **PAPER_SETTING)
 
     def prior_probs(obs: Mapping[str, np.ndarray]) -> np.ndarray:
         return _softmax(obs["prior"])
@@ -172,7 +172,7 @@ def q_versus_prior(out: str | Path, *, n_timesteps: int = 100_000, n_composition
     run = train(TrainConfig(algo="rl_tuner_q", env_kwargs=env_kwargs, seed=seed, n_timesteps=n_timesteps,
                             hyperparams=dict(hyperparams or {}), out=str(out / "runs" / "q"), eval_freq=0,
                             checkpoint_freq=0, final_episodes=10, baselines=[], progress=progress))
-    env = gym.make("MusicComposition-v0", observe_prior=True, reward=EVAL_REWARD, **env_kwargs)
+    env = gym.make("MusicComposition-v0", observe_prior="bach", reward=EVAL_REWARD, **env_kwargs)
     kw = {"n": n_compositions, "test_seed": test_seed, "sample_seed": seed}
     models: dict[str, Any] = {
         "Note RNN": {"sampled": evaluate_policy(env, lambda obs: _softmax(obs["prior"]), **kw)},

@@ -33,5 +33,30 @@ _register(
     vector_entry_point="musicenv.envs.harmonization:HarmonizationVectorEnv",
 )
 
-#: Every environment id this package registers.
-ENV_IDS = ("MusicComposition-v0", "Counterpoint-v0", "Harmonization-v0")
+# Jam: the two single-agent views of the PettingZoo duet musicenv.jam_v0.
+_register(
+    id="JamChords-v0",
+    entry_point="musicenv.envs.jam:JamChordsEnv",
+    vector_entry_point="musicenv.envs.jam:JamChordsVectorEnv",
+)
+
+_register(
+    id="JamMelody-v0",
+    entry_point="musicenv.envs.jam:JamMelodyEnv",
+    vector_entry_point="musicenv.envs.jam:JamMelodyVectorEnv",
+)
+
+
+def _own_ids() -> tuple[str, ...]:
+    from gymnasium.envs.registration import registry
+
+    def module(entry_point) -> str:
+        return entry_point if isinstance(entry_point, str) else getattr(entry_point, "__module__", "")
+
+    return tuple(spec.id for spec in registry.values()
+                 if module(spec.entry_point).replace(":", ".").split(".")[0] == __name__)
+
+
+#: Every environment id this package registers, in registration order (read from
+#: Gymnasium's registry, so a new registration above needs no second edit).
+ENV_IDS = _own_ids()

@@ -74,7 +74,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 #: parsers whose ``func(args) -> int`` runs the command. They are imported when the
 #: parser is built, so they must import heavy dependencies (torch, SB3) inside ``func``.
 COMMAND_MODULES: tuple[str, ...] = ("musicenv.compose", "agents.train", "agents.gan_cli", "agents.prior_cli", "experiments.throughput", "experiments.benchmark",
-                                   "experiments.main_job", "experiments.rl_tuner_table")
+                                   "experiments.main_job", "experiments.rl_tuner_table", "musicenv.study.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -114,6 +114,8 @@ class SourceInfo:
         uses_temperature: whether ``temperature`` changes what it plays.
         env_kwargs: ``env_kwargs(argument) -> dict`` of env settings the source needs
             (e.g. the observation settings a trained run was trained with), or None.
+        options: names of the extra keyword options the factory accepts (``"style"``
+            and ``"prior"`` for the ``prior`` source); :func:`compose` passes them on.
     """
 
     name: str
@@ -122,6 +124,7 @@ class SourceInfo:
     argument: str | None = None
     uses_temperature: bool = False
     env_kwargs: Callable[[str | None], dict[str, Any]] | None = None
+    options: tuple[str, ...] = ()
 
     @property
     def usage(self) -> str:
@@ -143,7 +146,8 @@ _NAME_RE = re.compile(r"[a-z][a-z0-9_-]*")
 
 def register_source(name: str, factory: SourceFactory, *, summary: str | None = None, argument: str | None = None,
                     uses_temperature: bool = False, replace: bool = False,
-                    env_kwargs: Callable[[str | None], dict[str, Any]] | None = None) -> SourceFactory:
+                    env_kwargs: Callable[[str | None], dict[str, Any]] | None = None,
+                    options: tuple[str, ...] = ()) -> SourceFactory:
     """Make ``factory`` (see :class:`SourceFactory`) available to :func:`compose` and
     ``musicenv compose`` as ``name``.
 
@@ -153,6 +157,8 @@ def register_source(name: str, factory: SourceFactory, *, summary: str | None = 
     ``uses_temperature`` says the source samples at the ``temperature`` it is given.
     ``env_kwargs(argument)`` returns env settings the source needs on top of the
     user's (a run's ``observe_prior``, say); the user's own settings win on conflict.
+    ``options`` names extra keyword options of the factory (``compose(...,
+    options={"style": "essen"})``, ``musicenv compose prior --style essen``).
     Registering a taken name raises ``ValueError`` unless ``replace=True``.
     Returns ``factory``.
     """
@@ -164,7 +170,7 @@ def register_source(name: str, factory: SourceFactory, *, summary: str | None = 
         raise ValueError(f"source {name!r} is already registered; pass replace=True to override it")
     if summary is None:
         summary = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
-    _SOURCES[name] = SourceInfo(name, factory, summary, argument, uses_temperature, env_kwargs)
+    _SOURCES[name] = SourceInfo(name, factory, summary, argument, uses_temperature, env_kwargs, tuple(options))
     return factory
 
 
@@ -374,7 +380,8 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
             key: Any = None, progression: Any = None, meter: str | None = None, n_bars: int | None = None,
             tempo: float | None = None, seed: int = 0, temperature: float = 1.0, reward: Any = None,
             wav: bool | None = None, soundfont: str | os.PathLike | None = None, name: str | None = None,
-            progress: bool | None = None, overwrite: bool = False) -> list[PieceRecord]:
+            progress: bool | None = None, overwrite: bool = False,
+            options: dict[str, Any] | None = None) -> list[PieceRecord]:
     """Compose ``n`` pieces with ``source`` and write them, with ``index.md``, into ``out_dir``.
 
     Args:
@@ -395,6 +402,9 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
             (:class:`~musicenv.audio.AudioUnavailable` otherwise); ``False`` skips WAV.
         soundfont: soundfont file for WAV (default: :func:`musicenv.audio.find_soundfont`).
         name: file-name prefix (default: the source's name), a plain file name.
+        options: source options (``{"style": "essen", "prior": "default"}`` for the
+            ``prior`` source); ``None`` values are left out, an option the source does
+            not take is an error.
         progress: show a tqdm progress bar (default: when ``n > 3``).
         overwrite: if ``out_dir`` already holds pieces (MIDI, MusicXML, PNG, WAV files
             or ``index.md``), replace them all; without it such a folder is refused.
@@ -423,6 +433,11 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     info, argument = get_source(source)
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    unknown = sorted(set(options) - set(info.options))
+    if unknown:
+        raise ValueError(f"source {info.name!r} takes no option {', '.join(unknown)}; "
+                         f"it takes: {', '.join(info.options) or 'none'}")
     if temperature != 1.0 and not info.uses_temperature:
         raise ValueError(f"source {info.name!r} does not sample, so temperature={temperature} would do nothing; "
                          "leave it at 1 or use a sampling source")
@@ -461,7 +476,7 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
         given = f"the settings of {source!r} and the options given" if info.env_kwargs is not None else "the options"
         raise ValueError(f"{env_id} rejects {given} ({', '.join(sorted(settings))}): {e}") from e
     try:
-        make_policy = info.factory(env, argument=argument, temperature=float(temperature))
+        make_policy = info.factory(env, argument=argument, temperature=float(temperature), **options)
         metrics_module, metrics_note = _metrics_module()
         out.mkdir(parents=True, exist_ok=True)
         staging = out / f".compose-{os.getpid()}-{secrets.token_hex(4)}"
@@ -470,7 +485,7 @@ def compose(source: str, n: int, out_dir: str | os.PathLike, *, env_id: str = "M
             records = _compose_pieces(env, make_policy, info, argument, staging, stems, seed, kinds, soundfont,
                                       metrics_module, progress if progress is not None else n > 3)
             write_index(staging / INDEX_NAME, records, settings={
-                "source": source, "env": env_id, "reward": reward, "seed": seed,
+                "source": source, **options, "env": env_id, "reward": reward, "seed": seed,
                 "temperature": temperature if info.uses_temperature else None,
                 "key": key, "progression": progression, "meter": meter, "bars": n_bars, "tempo": tempo,
             }, notes=[note for note in (wav_note, metrics_note and f"no metrics: {metrics_note}") if note])
@@ -619,6 +634,7 @@ def _cmd_compose(args: argparse.Namespace) -> int:
             source, args.pieces, args.out, env_id=args.env, key=args.key, progression=args.progression,
             meter=args.meter, n_bars=args.bars, tempo=args.tempo, seed=args.seed, temperature=args.temperature,
             reward=args.reward, wav=args.wav, soundfont=args.soundfont, name=args.name, overwrite=args.overwrite,
+            options={"style": args.style, "prior": args.prior},
         )
     except (AudioUnavailable, AudioRenderError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -654,6 +670,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first piece; piece i uses seed+i-1 (default: 0)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of sampling sources (default: 1)")
     p.add_argument("--reward", help="reward spec whose terms are reported (default: the env's: theory)")
+    p.add_argument("--prior", help="source prior: which prior, default (the general conditioned prior), bach, small "
+                                   "or a checkpoint path (default: default)")
+    p.add_argument("--style", help="source prior: the style to sample in, bach, essen or oneills (default: none)")
     wav = p.add_mutually_exclusive_group()
     wav.add_argument("--wav", dest="wav", action="store_const", const=True, default=None,
                      help="require WAV files (error if FluidSynth or a soundfont is missing)")

@@ -96,11 +96,28 @@ def commit_kernel(actions, active, tokens, core, pitch_of):  # pragma: no cover 
 
 
 class CompositionBatch:
-    """State of ``batch_size`` compositions of ``n_steps`` steps each (see module doc)."""
+    """State of ``batch_size`` compositions of ``n_steps`` steps each (see module doc).
 
-    def __init__(self, batch_size: int, n_steps: int, grid: TokenGrid, meter: Meter) -> None:
-        if grid.vocab_size > MAX_VOCAB:
-            raise ValueError(f"vocabulary of {grid.vocab_size} tokens exceeds the supported {MAX_VOCAB}")
+    By default the batch-wide facts follow ``grid`` and ``meter``: steps per bar and per
+    beat, the metrical level of every step (:func:`beat_levels`) and the MIDI pitch of
+    every token (``grid.pitch_table()``). A task whose steps are not grid steps of a
+    melody states its own, and the reward terms read those:
+
+    * ``token_pitch``: (V,) int64, the value ``pitch_of`` gives each token (MIDI pitch,
+      -1 for REST and HOLD; any int a task's terms read, e.g. a chord code); the
+      vocabulary size V is its length (at most ``MAX_VOCAB``);
+    * ``beat_level``: (n_steps,) int64 metrical level of each step (``LEVEL_*``);
+    * ``steps_per_bar``, ``steps_per_beat``: what the terms take as a bar and a beat;
+    * ``voice_above``: the given ``voice`` sounds above the line being written.
+    """
+
+    def __init__(self, batch_size: int, n_steps: int, grid: TokenGrid, meter: Meter, *,
+                 token_pitch: np.ndarray | None = None, beat_level: np.ndarray | None = None,
+                 steps_per_bar: int | None = None, steps_per_beat: int | None = None,
+                 voice_above: bool = False) -> None:
+        pitch_of = grid.pitch_table() if token_pitch is None else np.array(token_pitch, dtype=np.int64)
+        if pitch_of.ndim != 1 or len(pitch_of) > MAX_VOCAB:
+            raise ValueError(f"vocabulary of {len(pitch_of)} tokens exceeds the supported {MAX_VOCAB}")
         if batch_size < 1 or n_steps < 1:
             raise ValueError(f"batch_size and n_steps must be >= 1, got {batch_size}, {n_steps}")
         self.batch_size, self.n_steps, self.grid, self.meter = batch_size, n_steps, grid, meter
@@ -111,15 +128,28 @@ class CompositionBatch:
         self.core = np.zeros((batch_size, N_CORE), dtype=np.int64)
         self.consts = np.zeros(N_CONSTS, dtype=np.int64)
         self.consts[K_N_STEPS] = n_steps
-        self.consts[K_STEPS_PER_BAR] = meter.steps_per_bar(grid.steps_per_quarter)
-        self.consts[K_STEPS_PER_BEAT] = meter.steps_per_beat(grid.steps_per_quarter)
+        self.consts[K_STEPS_PER_BAR] = meter.steps_per_bar(grid.steps_per_quarter) if steps_per_bar is None \
+            else steps_per_bar
+        self.consts[K_STEPS_PER_BEAT] = meter.steps_per_beat(grid.steps_per_quarter) if steps_per_beat is None \
+            else steps_per_beat
         self.consts[K_STEPS_PER_QUARTER] = grid.steps_per_quarter
         self.consts[K_MIN_PITCH] = grid.min_pitch
-        self.consts[K_VOCAB] = grid.vocab_size
-        self.beat_level = beat_levels(meter, grid.steps_per_quarter, n_steps)
-        self.pitch_of = grid.pitch_table()
+        self.consts[K_VOCAB] = len(pitch_of)
+        self.consts[K_VOICE_ABOVE] = int(bool(voice_above))
+        if beat_level is None:
+            self.beat_level = beat_levels(meter, grid.steps_per_quarter, n_steps)
+        else:
+            self.beat_level = np.array(beat_level, dtype=np.int64)
+            if self.beat_level.shape != (n_steps,):
+                raise ValueError(f"beat_level has shape {self.beat_level.shape}; expected ({n_steps},), one per step")
+        self.pitch_of = pitch_of
         self.all_active = np.ones(batch_size, dtype=np.bool_)
         self.reset(np.ones(batch_size, dtype=bool))
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens (``len(pitch_of)``)."""
+        return len(self.pitch_of)
 
     @property
     def t(self) -> np.ndarray:

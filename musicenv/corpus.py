@@ -779,6 +779,10 @@ def _parse_source(task: _Task) -> Iterator[tuple[str, Any]]:
     m21 = _m21()
     if task.tunes is not None:
         for piece_id, text in task.tunes:
+            skip = _abc_meter_skip(text)
+            if skip is not None:
+                yield piece_id, skip
+                continue
             try:
                 yield piece_id, m21.converter.parseData(text, format="abc")
             except Exception as exc:
@@ -797,6 +801,37 @@ def _parse_source(task: _Task) -> Iterator[tuple[str, Any]]:
         yield task.piece_id, parsed
 
 
+_ABC_METER = re.compile(r"(?:^M:|\[M:)\s*([^\]\n%]*)", re.MULTILINE)
+
+
+def _abc_meter_skip(text: str) -> _SkipPiece | None:
+    """The skip an ABC tune's meter fields already decide, without parsing it: several
+    different ``M:`` fields (header, body or inline ``[M:...]``) -> ``skipped_meter_change``;
+    one numeric meter (or ``C|``) outside ``Meter.SUPPORTED`` -> ``skipped_unsupported_meter``.
+    Half of the Essen songs are skipped this way, and music21 takes most of the load
+    time parsing them. ``None`` when music21 must decide (no field, or ``C``, or a
+    field it might read otherwise)."""
+    fields = [f.strip() for f in _ABC_METER.findall(text) if f.strip()]
+    names = []
+    for f in fields:
+        m = re.fullmatch(r"(\d+)\s*/\s*(\d+)", f)
+        if m:
+            names.append(f"{int(m.group(1))}/{int(m.group(2))}")
+        elif f == "C":
+            names.append("4/4")
+        elif f == "C|":
+            names.append("2/2")
+        else:
+            return None
+    distinct = list(dict.fromkeys(names))
+    if len(distinct) > 1:
+        return _SkipPiece("skipped_meter_change", f"time signature changes from {distinct[0]} to {', '.join(distinct[1:])}")
+    if distinct and distinct[0] not in Meter.SUPPORTED:
+        return _SkipPiece("skipped_unsupported_meter",
+                          f"meter {distinct[0]} is not supported (accepted: {', '.join(Meter.SUPPORTED)})")
+    return None
+
+
 def _parse_task(task: _Task, grid: TokenGrid, derive_chords: bool) -> _TaskResult:
     """Parse one task's file or tunes into melody payloads, each with its own report."""
     entries: list[tuple[dict[str, Any] | None, CorpusReport]] = []
@@ -805,6 +840,10 @@ def _parse_task(task: _Task, grid: TokenGrid, derive_chords: bool) -> _TaskResul
         for piece_id, score in _parse_source(task):
             report = CorpusReport()
             entries.append((None, report))
+            if isinstance(score, _SkipPiece):
+                report.count(score.reason, piece=piece_id)
+                report.skipped[piece_id] = f"{score.reason}: {score}"
+                continue
             if isinstance(score, Exception):
                 _report_error(report, piece_id, task.path if task.tunes is None else piece_id, score)
                 continue

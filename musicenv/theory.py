@@ -35,6 +35,8 @@ __all__ = [
     "N_QUALITIES",
     "N_CHORDS",
     "NO_CHORD",
+    "N_PITCH_CLASSES",
+    "CHORD_FEATURES",
     "KEY_SCALE_MASK",
     "KEY_TONIC",
     "KEY_IS_MINOR",
@@ -53,7 +55,9 @@ __all__ = [
     "parse_roman",
     "resolve_progression",
     "chord_name",
+    "transpose_key",
     "COMMON_PROGRESSIONS",
+    "transpose_chords",
 ]
 
 
@@ -101,6 +105,13 @@ QUALITIES: tuple[str, ...] = tuple(QUALITY_INTERVALS)
 N_QUALITIES = len(QUALITIES)
 N_CHORDS = 12 * N_QUALITIES
 NO_CHORD = N_CHORDS  # code for "no chord" (N.C.)
+
+# ---- widths of the one-hot encodings in observations and model inputs (their one home)
+#: Pitch classes in an octave: the width of every pitch-class one-hot.
+N_PITCH_CLASSES = 12
+#: Width of one chord's encoding: root one-hot (N_PITCH_CLASSES), quality one-hot
+#: (N_QUALITIES, ``QUALITIES`` order), "no chord" flag (1). A key's one-hot is N_KEYS wide.
+CHORD_FEATURES = N_PITCH_CLASSES + N_QUALITIES + 1
 
 # Suffixes used when printing chord symbols, and every spelling accepted when parsing.
 _QUALITY_SUFFIX = {
@@ -170,6 +181,14 @@ INTERVAL_CONSONANCE: np.ndarray = _T["INTERVAL_CONSONANCE"]
 for _a in _T.values():
     _a.setflags(write=False)
 del _T, _a
+
+
+def transpose_chords(codes, shift: int) -> np.ndarray:
+    """Chord codes moved by ``shift`` semitones (roots mod 12, qualities kept); ``NO_CHORD``
+    stays. Returns a new int64 array of ``codes``' shape."""
+    codes = np.asarray(codes, dtype=np.int64)
+    moved = ((CHORD_ROOT[codes] + shift) % N_PITCH_CLASSES) * N_QUALITIES + CHORD_QUALITY[codes]
+    return np.where(codes == NO_CHORD, NO_CHORD, moved)
 
 
 _PC_RE = re.compile(r"^([A-Ga-g])([#b♯♭]*)")
@@ -422,6 +441,15 @@ def resolve_progression(progression, key: str | int | Key) -> list[int]:
                     f"progression item {item!r} is neither a roman numeral (I..VII, i..vii) nor a chord symbol: {e}"
                 ) from None
     return codes
+
+
+def transpose_key(key: int, shift: int) -> int:
+    """Key index moved by ``shift`` semitones (the mode stays): ``transpose_key(0, 7)`` is
+    G major (7), ``transpose_key(21, 3)`` (A minor up 3) is C minor (12)."""
+    key = int(key)
+    if not 0 <= key < N_KEYS:
+        raise MusicTheoryError(f"key index {key} outside 0..{N_KEYS - 1}")
+    return (key % 12 + int(shift)) % 12 + 12 * (key >= 12)
 
 
 #: Bank of common progressions (roman numerals, one chord per bar), per mode.

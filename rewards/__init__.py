@@ -9,7 +9,7 @@ See :mod:`rewards.registry` for every spec form, :mod:`rewards.base` for the ter
 protocol, :mod:`rewards.rl_tuner` and :mod:`rewards.harmony` for the catalogue.
 """
 
-from rewards import counterpoint, harmonization, harmony, melody, ngram, rl_tuner  # noqa: F401  (registers the built-in terms)
+from rewards import counterpoint, harmonization, harmony, jam, melody, ngram, rl_tuner  # noqa: F401  (registers the built-in terms)
 from rewards.base import CompositeReward, KernelTerm, RewardSpecError, RewardTerm
 from rewards.registry import LAZY_TERMS, PRESETS, available, get, make, register, register_preset
 from rewards.scoring import score, score_steps, score_steps_batch
@@ -74,8 +74,10 @@ register_preset("theory_v0", {
 })
 LAZY_TERMS["discriminator"] = "agents.gan:DiscriminatorReward"
 LAZY_TERMS["prior_log_likelihood"] = "agents.note_rnn:PriorLogLikelihood"
+LAZY_TERMS["preference"] = "musicenv.study.reward:PreferenceReward"
 # The RL Tuner's reward (Jaques et al. 2017, eq. 3): r = log p(a|s) + r_MT / c with the paper's c = 0.5.
-register_preset("rl_tuner", {"rl_tuner_theory": 2.0, "prior_log_likelihood": 1.0})
+# Its log p is the token-only Bach prior ("bach"), so the reproduction stays comparable with the paper.
+register_preset("rl_tuner", {"rl_tuner_theory": 2.0, "prior_log_likelihood": {"weight": 1.0, "checkpoint": "bach"}})
 # Two-voice species counterpoint (Counterpoint-v0): the cadence and parallels weigh most,
 # as in a teacher's marking; contrary motion is a mild preference.
 register_preset("counterpoint", {
@@ -94,4 +96,21 @@ register_preset("harmonization", {
     "functional_progression": 1.0,
     "harmonic_cadence": 4.0,
     "corpus_agreement": 1.0,
+})
+# Jam (musicenv.jam_v0, JamChords-v0, JamMelody-v0): each agent's default reward. The pair
+# terms score both parts together (the same value in either reward); the chords agent adds
+# progression terms, the melody agent the melody's own `theory`.
+register_preset("jam_chords", {
+    "jam_note_in_chord": 1.0,
+    "jam_onset_alignment": 0.5,
+    "jam_harmonic_rhythm": 1.0,
+    "jam_cadence_together": 4.0,
+    "jam_diatonic_chord": 0.25,
+    "jam_functional_progression": 0.25,
+})
+register_preset("jam_melody", {
+    "theory": 1.0,
+    "jam_note_in_chord": 2.0,
+    "jam_onset_alignment": 0.5,
+    "jam_cadence_together": 4.0,
 })

@@ -91,7 +91,7 @@ def available() -> dict[str, str]:
     """Every registered term and preset with its one-line summary."""
     out = {name: cls.summary() for name, cls in sorted(_REGISTRY.items())}
     for name, path in LAZY_TERMS.items():
-        out.setdefault(name, f"(learned term, needs torch: {path})")
+        out.setdefault(name, f"(learned term, imported when first used: {path})")
     for name, terms in PRESETS.items():
         out[name] = "preset: " + ", ".join(f"{t} x{_weight_of(v):g}" for t, v in terms.items())
     return dict(sorted(out.items()))

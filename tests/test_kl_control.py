@@ -20,7 +20,7 @@ GAMMA = 0.5
 
 @pytest.fixture(scope="module")
 def env():
-    e = gym.make("MusicComposition-v0", observe_prior=True, reward="rl_tuner", key="C major", n_bars=2)
+    e = gym.make("MusicComposition-v0", observe_prior="bach", reward="rl_tuner", key="C major", n_bars=2)
     yield e
     e.close()
 

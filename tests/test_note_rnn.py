@@ -20,6 +20,7 @@ import torch  # noqa: E402
 import musicenv  # noqa: E402,F401  (registers the envs)
 import rewards  # noqa: E402
 from agents.note_rnn import (  # noqa: E402
+    BACH_PRIOR,
     DEFAULT_PRIOR,
     CheckpointError,
     NoteRNN,
@@ -122,7 +123,7 @@ def test_augmentation_moves_keys_and_chords_with_the_melody(chorales):
     examples, folded = melody_examples(chorales, augment=True)
     assert len(examples) == 12 * len(chorales) and folded == 0
     first = chorales[0]
-    keys = {int(e.key[0]) for e in examples[:12]}
+    keys = {int(e.key) for e in examples[:12]}
     assert len(keys) == 12 and all((k >= 12) == (first.key >= 12) for k in keys)
     bar = Meter.parse(first.meter).steps_per_bar(DEFAULT_GRID.steps_per_quarter)
     np.testing.assert_array_equal(examples[0].position, np.arange(first.n_steps) % bar)
@@ -201,22 +202,22 @@ def test_corrupt_and_mismatched_checkpoints_raise_clear_errors(tmp_path):
         NoteRNN.load(other, grid=DEFAULT_GRID)
 
 
-def test_shipped_prior_loads_offline():
-    model = NoteRNN.load()
+def test_shipped_bach_prior_loads_offline():
+    model = NoteRNN.load("bach")
     assert model.grid == DEFAULT_GRID and model.config.conditioning == ()
-    assert DEFAULT_PRIOR.stat().st_size < 5e6
+    assert BACH_PRIOR.stat().st_size < 5e6
     meta = model.metadata
     assert meta["corpus"]["name"] == "bach" and "command" in meta["training"]
     assert meta["metrics"]["test_nll"] < 0.8 * meta["metrics"]["best_ngram"]["test"]
-    metrics = json.loads(DEFAULT_PRIOR.with_name(DEFAULT_PRIOR.stem + ".metrics.json").read_text())
+    metrics = json.loads(BACH_PRIOR.with_name(BACH_PRIOR.stem + ".metrics.json").read_text())
     assert metrics["model"]["test"] == pytest.approx(meta["metrics"]["test_nll"])
 
 
 @pytest.mark.slow
-def test_shipped_prior_reproduces_its_nll_on_the_bach_test_split():
+def test_shipped_bach_prior_reproduces_its_nll_on_the_bach_test_split():
     from musicenv import corpus
 
-    model = NoteRNN.load()
+    model = NoteRNN.load("bach")
     _, valid, test = corpus.load("bach").split(seed=0)
     nll = evaluate_nll(model, test)
     assert nll == pytest.approx(model.metadata["metrics"]["test_nll"], abs=1e-4)
@@ -234,13 +235,14 @@ def _episode(env, actions, seed=0, name="prior_log_likelihood"):
     return np.array(values)
 
 
+BACH = {"weight": 1.0, "checkpoint": "bach"}  # the token-only prior: no context to reproduce
 MELODY = np.array([14, HOLD, HOLD, HOLD, 16, HOLD, 18, HOLD, 19, HOLD, 18, HOLD, 16, HOLD, HOLD, HOLD] * 2)
 
 
 def test_prior_term_in_the_env_equals_the_model_log_softmax():
-    env = gym.make("MusicComposition-v0", reward=rewards.make({"prior_log_likelihood": 1.0}), n_bars=2)
+    env = gym.make("MusicComposition-v0", reward=rewards.make({"prior_log_likelihood": BACH}), n_bars=2)
     values = _episode(env, MELODY)
-    expected = NoteRNN.load().sequence_log_probs(MELODY)
+    expected = NoteRNN.load("bach").sequence_log_probs(MELODY)
     assert np.all(np.isfinite(values)) and np.all(values <= 0)
     np.testing.assert_allclose(values, expected, atol=1e-5)
     np.testing.assert_allclose(_episode(env, MELODY, seed=1), values, atol=1e-6)  # reset starts from BEGIN
@@ -251,10 +253,10 @@ def test_prior_term_batched_equals_one_by_one_across_autoresets():
     n, steps = 3, 16
     actions = rng.integers(0, V, size=(2 * steps + 1, n))
     vec = gym.make_vec("MusicComposition-v0", num_envs=n, vectorization_mode="vector_entry_point",
-                       reward="prior_log_likelihood", n_bars=1)
+                       reward={"prior_log_likelihood": BACH}, n_bars=1)
     vec.reset(seed=0)
     batched = np.array([vec.step(a)[4]["reward_terms"]["prior_log_likelihood"] for a in actions])
-    single = gym.make("MusicComposition-v0", reward="prior_log_likelihood", n_bars=1)
+    single = gym.make("MusicComposition-v0", reward={"prior_log_likelihood": BACH}, n_bars=1)
     for b in range(n):
         np.testing.assert_allclose(batched[:steps, b], _episode(single, actions[:steps, b]), atol=1e-5)
         assert batched[steps, b] == 0.0  # the autoreset step: the action is ignored
@@ -262,7 +264,7 @@ def test_prior_term_batched_equals_one_by_one_across_autoresets():
 
 
 def test_prior_term_leaves_inactive_rows_alone(tmp_path):
-    term = PriorLogLikelihood()
+    term = PriorLogLikelihood(checkpoint="bach")
     batch = CompositionBatch(2, 16, DEFAULT_GRID, Meter.parse("4/4"))
     term.bind(batch)
     term.reset(batch, np.array([True, True]))
@@ -273,7 +275,7 @@ def test_prior_term_leaves_inactive_rows_alone(tmp_path):
     term.step(batch, np.array([HOLD, 30]), only0)
     batch.commit(np.array([HOLD, 30]), only0)
     second = term.step(batch, np.array([HOLD, HOLD]), both)
-    expected = NoteRNN.load().sequence_log_probs([14, HOLD, HOLD])
+    expected = NoteRNN.load("bach").sequence_log_probs([14, HOLD, HOLD])
     assert first[0] == pytest.approx(expected[0], abs=1e-5)
     assert second[0] == pytest.approx(expected[2], abs=1e-5)
     assert second[1] == pytest.approx(expected[1], abs=1e-5)  # row 1 never absorbed its token 30
@@ -359,8 +361,8 @@ def test_observe_prior_matches_full_sequence_scoring_and_vector_matches_singles(
 
     from agents.note_rnn import load_prior
 
-    prior = load_prior()
-    env = gym.make("MusicComposition-v0", observe_prior=True, n_bars=2)
+    prior = load_prior("bach")
+    env = gym.make("MusicComposition-v0", observe_prior="bach", n_bars=2)
     assert env.observation_space["prior"].shape == (38,)
     obs, _ = env.reset(seed=3)
     rng = np.random.default_rng(0)
@@ -417,13 +419,14 @@ def test_prior_compose_source_samples_the_prior_deterministically(tmp_path):
     assert info.uses_temperature
     env = gym.make("MusicComposition-v0", n_bars=1, key="C major")
     env.reset(seed=0)
-    cold, hot = PriorPolicy(env, temperature=0.5), PriorPolicy(env, temperature=2.0)
+    cold, hot = (PriorPolicy(env, temperature=0.5, checkpoint="bach"),
+                 PriorPolicy(env, temperature=2.0, checkpoint="bach"))
     first_token = cold(None)  # step 0: the tracker restarts, then feeds the sampled token
     hot.tracker.reset(env.unwrapped.core.batch, np.ones(1, dtype=bool))
     hot.tracker.advance(env.unwrapped.core.batch, np.array([first_token]), np.ones(1, dtype=bool))
     # after that token both follow the prior's own distribution, p ** (1/T) renormalised
     base = np.exp(cold.tracker.logp[0].double().numpy())
-    full = np.exp(np.array([load_prior().sequence_log_probs([first_token, a])[-1] for a in range(38)]))
+    full = np.exp(np.array([load_prior("bach").sequence_log_probs([first_token, a])[-1] for a in range(38)]))
     assert np.allclose(base, full, atol=1e-5)
     for policy, temp in ((cold, 0.5), (hot, 2.0)):
         want = base ** (1 / temp)
@@ -438,7 +441,7 @@ def test_prior_compose_source_samples_the_prior_deterministically(tmp_path):
 
 # ------------------------------------------------------------------------ compiled step
 @pytest.mark.parametrize("make", [
-    lambda: __import__("agents.note_rnn").note_rnn.load_prior(),
+    lambda: __import__("agents.note_rnn").note_rnn.load_prior("bach"),
     lambda: __import__("agents.note_rnn").note_rnn.load_prior("small"),
     lambda: NoteRNN(arch="lstm", num_layers=3, hidden_size=24, embed_size=8, relative_pitch=False).eval(),
 ], ids=["shipped", "small", "plain-3-layers"])
@@ -459,7 +462,7 @@ def test_compiled_lstm_step_equals_the_torch_step(make):
             for x, y in zip(s_torch, s_fast):
                 assert torch.allclose(x.float(), y.float(), atol=2e-5)
             tokens = rng.integers(0, 38, B)
-    with pytest.raises(ValueError, match="unconditioned LSTM"):
+    with pytest.raises(ValueError, match="serves LSTM"):
         LSTMStepper(NoteRNN(arch="gru", hidden_size=8, embed_size=4))
 
 
@@ -481,7 +484,7 @@ def test_observe_prior_shares_the_tracker_of_a_prior_reward_term_of_the_same_pri
 
     from agents.note_rnn import PriorLogLikelihood, load_prior
 
-    env = gym.make("MusicComposition-v0", reward="rl_tuner", observe_prior=True, n_bars=1)
+    env = gym.make("MusicComposition-v0", reward="rl_tuner", observe_prior="bach", n_bars=1)
     core = env.unwrapped.core
     term = next(t for _, t, _ in core.reward.terms if isinstance(t, PriorLogLikelihood))
     assert core.prior is term._tracker  # one recurrent step per env step, not two
@@ -494,5 +497,5 @@ def test_observe_prior_shares_the_tracker_of_a_prior_reward_term_of_the_same_pri
         obs, _, _, _, info = env.step(a)
         tokens.append(a)
         assert info["reward_terms"]["prior_log_likelihood"] == pytest.approx(expected, abs=1e-5)
-        want = load_prior().sequence_log_probs(tokens + [2])[-1]
+        want = load_prior("bach").sequence_log_probs(tokens + [2])[-1]
         assert obs["prior"][2] == pytest.approx(want, abs=1e-4)

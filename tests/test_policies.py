@@ -34,7 +34,12 @@ def _one_thread():
 
 
 def make_env(**kwargs) -> gym.Env:
-    return gym.make("MusicComposition-v0", observe_prior=True, history_length=EPISODE, **kwargs)
+    # the token-only Bach prior: the "rnn" source re-reads bare tokens, so it reproduces the env's
+    # prior exactly only for a prior without context (the default prior runs bare there)
+    return gym.make("MusicComposition-v0", observe_prior="bach", history_length=EPISODE, **kwargs)
+
+
+BACH_RNN = {"prior_source": "rnn", "features_extractor_kwargs": {"checkpoint": "bach"}}
 
 
 @pytest.fixture(scope="module")
@@ -96,14 +101,14 @@ def test_the_network_sees_the_prior_as_probabilities(states):
 def test_rnn_extractor_reproduces_the_env_prior_over_whole_pieces(states):
     """The extractor re-reads the history window; with history_length = episode length
     its logits must match the env's incremental prior at every step (step 0: after BEGIN)."""
-    model = PPO(PriorActorCriticPolicy, make_env(), policy_kwargs={"prior_source": "rnn"}, seed=0, device="cpu")
+    model = PPO(PriorActorCriticPolicy, make_env(), policy_kwargs=BACH_RNN, seed=0, device="cpu")
     assert isinstance(model.policy.features_extractor, NoteRNNExtractor)
     kl = kl_to_prior(policy_logits(model, states), states["prior"])
     assert float(kl.max()) < 1e-3
     # the pretrained output layers survive SB3's orthogonal initialisation of the extractor
     from agents.note_rnn import NoteRNN
 
-    shipped = NoteRNN.load()
+    shipped = NoteRNN.load("bach")
     assert torch.equal(model.policy.features_extractor.rnn.out.weight, shipped.out.weight)
 
 
@@ -137,7 +142,7 @@ def test_initial_dqn_q_values_are_the_prior_log_probabilities(states):
 
 
 def test_dqn_rnn_prior_source_matches_the_env_prior(states):
-    model = DQN(PriorQPolicy, make_env(), policy_kwargs={"prior_source": "rnn"}, seed=0, device="cpu")
+    model = DQN(PriorQPolicy, make_env(), policy_kwargs=BACH_RNN, seed=0, device="cpu")
     with torch.no_grad():
         q = model.q_net(obs_as_tensor(states, "cpu"))
     assert float(kl_to_prior(q, states["prior"]).max()) < 1e-3

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 from numba import njit
 
 from musicenv.composition import Composition
@@ -16,9 +15,6 @@ from musicenv.core import (
     C_END,
     C_LAST_PITCH,
     C_T,
-    K_STEPS_PER_BAR,
-    K_STEPS_PER_BEAT,
-    K_VOICE_ABOVE,
     LEVEL_DOWNBEAT,
     LEVEL_OFFBEAT,
     CompositionBatch,
@@ -26,13 +22,20 @@ from musicenv.core import (
 )
 from musicenv.encoding import FIRST_PITCH_TOKEN, HOLD, TokenGrid
 from musicenv.envs.batched import (
-    ActionError,
     BatchedComposer,
+    EpisodeContext,
     SingleComposerEnv,
     VectorComposerEnv,
-    check_reset_options,
+    write_steps_left,
 )
-from musicenv.theory import Key, Meter, MusicTheoryError, parse_pitch_class
+from musicenv.theory import (
+    N_PITCH_CLASSES,
+    PITCH_CLASS_NAMES,
+    Key,
+    Meter,
+    MusicTheoryError,
+    parse_pitch_class,
+)
 
 __all__ = ["CounterpointEnv", "CounterpointVectorEnv", "CounterpointComposer", "CounterpointComposition",
            "FUX_CANTUS", "MODES", "random_cantus", "counterpoint_report", "format_report", "parse_pitches"]
@@ -40,6 +43,7 @@ __all__ = ["CounterpointEnv", "CounterpointVectorEnv", "CounterpointComposer", "
 # ------------------------------------------------------------------------------ modes and cantus
 #: The six modes Fux teaches, in the order of the ``mode`` observation.
 MODES = ("ionian", "dorian", "phrygian", "lydian", "mixolydian", "aeolian")
+N_MODES = len(MODES)
 #: Pitch classes of each mode above its final.
 MODE_SCALES = {
     "ionian": (0, 2, 4, 5, 7, 9, 11), "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10),
@@ -67,7 +71,7 @@ SPECIES = (1, 2)
 #: Pitch window of the ``cantus`` observation, MIDI, inclusive.
 CANTUS_LOW, CANTUS_HIGH = 36, 95
 _CANTUS_W = CANTUS_HIGH - CANTUS_LOW + 2  # + "none" column
-_LOOKAHEAD = (-1, 0, 1, 2)  # cantus steps shown, relative to the step being decided
+_LOOKAHEAD = np.array([-1, 0, 1, 2])  # cantus steps shown, relative to the step being decided
 _DEFAULT_RANGE = {"above": (55, 86), "below": (36, 67)}
 _NOTE_RE = re.compile(r"^([A-Ga-g][#b]*)(-?\d+)$")
 
@@ -228,13 +232,18 @@ class CounterpointComposition:
 
 
 # ------------------------------------------------------------------------------ observation
+#: Width of the ``interval`` block: interval class of the last written pair, plus "none yet".
+_INTERVAL_W = N_PITCH_CLASSES + 1
+#: Width of the ``notes_left`` block: 1, 2, 3, or 4 and more.
+_LEFT_W = 4
+
+
 @njit(cache=True)
-def observe_counterpoint_kernel(tokens, core, voice, mode, final, pitch_of, min_pitch, n_pitches, species,
+def observe_counterpoint_kernel(tokens, core, pitch_of, voice, mode, final, min_pitch, n_pitches, species,
                                 history_len, out):  # pragma: no cover - compiled
     """Flat observation of composition b into ``out[b]``. Layout: history (H x (P+1)) |
-    cantus (4 x (60+1)) | last interval class (13) | position (species) | notes left (4) |
-    mode (6) | final (12) | progress (1)."""
-    cw = 95 - 36 + 2
+    cantus (len(_LOOKAHEAD) x _CANTUS_W) | last interval class (_INTERVAL_W) | position
+    (species) | notes left (_LEFT_W) | mode (N_MODES) | final (N_PITCH_CLASSES) | progress (1)."""
     for b in range(tokens.shape[0]):
         out[b, :] = 0.0
         t = core[b, C_T]
@@ -245,31 +254,29 @@ def observe_counterpoint_kernel(tokens, core, voice, mode, final, pitch_of, min_
             col = pitch_of[tokens[b, s]] - min_pitch if s >= 0 else n_pitches
             out[b, o + i * (n_pitches + 1) + col] = 1.0
         o += history_len * (n_pitches + 1)
-        for i in range(4):
-            s = t - 1 + i
+        for i in range(len(_LOOKAHEAD)):
+            s = t + _LOOKAHEAD[i]
             cf = voice[b, s] if 0 <= s < end else -1
             if cf < 0:
-                col = cw - 1
+                col = _CANTUS_W - 1
             else:
-                col = min(max(cf, 36), 95) - 36
-            out[b, o + i * cw + col] = 1.0
-        o += 4 * cw
+                col = min(max(cf, CANTUS_LOW), CANTUS_HIGH) - CANTUS_LOW
+            out[b, o + i * _CANTUS_W + col] = 1.0
+        o += len(_LOOKAHEAD) * _CANTUS_W
         lp = core[b, C_LAST_PITCH]
         if t >= 1 and lp >= 0 and voice[b, t - 1] >= 0:
-            out[b, o + abs(lp - voice[b, t - 1]) % 12] = 1.0
+            out[b, o + abs(lp - voice[b, t - 1]) % N_PITCH_CLASSES] = 1.0
         else:
-            out[b, o + 12] = 1.0
-        o += 13
+            out[b, o + _INTERVAL_W - 1] = 1.0
+        o += _INTERVAL_W
         out[b, o + t % species] = 1.0
         o += species
-        left = end - t
-        if left >= 1:
-            out[b, o + (left if left < 4 else 4) - 1] = 1.0
-        o += 4
+        write_steps_left(out, b, o, end - t, _LEFT_W)
+        o += _LEFT_W
         out[b, o + mode[b]] = 1.0
-        o += 6
+        o += N_MODES
         out[b, o + final[b]] = 1.0
-        o += 12
+        o += N_PITCH_CLASSES
         out[b, o] = t / end
 
 
@@ -277,21 +284,24 @@ def observe_counterpoint_kernel(tokens, core, voice, mode, final, pitch_of, min_
 def commit_observe_counterpoint_kernel(actions, active, tokens, core, pitch_of, voice, mode, final, min_pitch,
                                        n_pitches, species, history_len, out):  # pragma: no cover - compiled
     commit_kernel(actions, active, tokens, core, pitch_of)
-    observe_counterpoint_kernel(tokens, core, voice, mode, final, pitch_of, min_pitch, n_pitches, species,
+    observe_counterpoint_kernel(tokens, core, pitch_of, voice, mode, final, min_pitch, n_pitches, species,
                                 history_len, out)
 
 
-# ------------------------------------------------------------------------------ the core
+# ------------------------------------------------------------------------------ the task
 class CounterpointComposer(BatchedComposer):
-    """B counterpoint exercises on the shared batch: the given cantus is the batch's
-    ``voice`` track, one step per note of the line, episodes as long as their cantus."""
+    """B counterpoint exercises (Counterpoint-v0's task; the manual is
+    :class:`CounterpointEnv`): the given cantus is the batch's ``voice`` track, one step
+    per note of the line, episodes as long as their cantus. For the reward terms a "bar"
+    is one cantus note (``species`` steps) and each step a beat, the first of a bar a
+    downbeat."""
+
+    RESET_OPTIONS = ("key", "cantus")
 
     def __init__(self, batch_size: int, *, reward: Any = "counterpoint", cantus: Any = "fux", key: Any = "random",
                  species: int = 1, voice: str = "above", cantus_length: tuple[int, int] = (8, 12),
                  min_pitch: int | None = None, max_pitch: int | None = None, history_length: int = 4,
                  constraint: str | None = None, tempo: float = 120.0) -> None:
-        import rewards
-
         if species not in SPECIES:
             raise ValueError(f"species={species!r} not supported; accepted: 1 (note against note), 2 (two against one)")
         if voice not in ("above", "below"):
@@ -303,55 +313,34 @@ class CounterpointComposer(BatchedComposer):
         lo, hi = (int(v) for v in cantus_length)
         if not MIN_CANTUS + 2 <= lo <= hi <= MAX_CANTUS:
             raise ValueError(f"cantus_length={cantus_length!r}; accepted: (lo, hi) within {MIN_CANTUS + 2}..{MAX_CANTUS}")
-        if not (isinstance(tempo, (int, float)) and tempo > 0):
-            raise ValueError(f"tempo must be a positive number of quarter notes per minute, got {tempo!r}")
         d_lo, d_hi = _DEFAULT_RANGE[voice]
-        self.grid = TokenGrid(d_lo if min_pitch is None else min_pitch, d_hi if max_pitch is None else max_pitch, 1)
+        grid = TokenGrid(d_lo if min_pitch is None else min_pitch, d_hi if max_pitch is None else max_pitch, 1)
         self.species, self.voice, self.constraint = int(species), voice, constraint
-        self.history_length, self.tempo, self.cantus_length = int(history_length), float(tempo), (lo, hi)
-        self.meter = Meter.parse("4/4")
-        self.n_pitches = self.grid.n_pitches
-        self.capacity = self._steps_for(MAX_CANTUS)
+        self.history_length, self.cantus_length = int(history_length), (lo, hi)
+        self.n_pitches = grid.n_pitches
         self.defaults = {"cantus": cantus, "key": key}
         self._check_context(self.defaults)
-        self.reward = rewards.make(reward)
-        b = self.batch = CompositionBatch(batch_size, self.capacity, self.grid, self.meter)
-        b.beat_level[:] = LEVEL_DOWNBEAT
+        capacity = self._steps_for(MAX_CANTUS)
+        level = np.full(capacity, LEVEL_DOWNBEAT, dtype=np.int64)
         if self.species == 2:
-            b.beat_level[1::2] = LEVEL_OFFBEAT
-        b.consts[K_STEPS_PER_BAR] = self.species
-        b.consts[K_STEPS_PER_BEAT] = 1
-        b.consts[K_VOICE_ABOVE] = 1 if voice == "below" else 0
-        self.reward.bind(b)
+            level[1::2] = LEVEL_OFFBEAT
         self.mode = np.zeros(batch_size, dtype=np.int64)
         self.final = np.zeros(batch_size, dtype=np.int64)
         self.cantus: list[list[int]] = [[] for _ in range(batch_size)]
-        self.set_observation_layout({
-            "history": (self.history_length, self.n_pitches + 1),
-            "cantus": (len(_LOOKAHEAD), _CANTUS_W),
-            "interval": (13,),
-            "position": (self.species,),
-            "notes_left": (4,),
-            "mode": (len(MODES),),
-            "final": (12,),
-            "progress": (1,),
-        })
-        pcs = (np.arange(self.grid.min_pitch, self.grid.max_pitch + 1) % 12)
-        self._mode_masks = np.zeros((len(MODES), 12, self.n_pitches), dtype=bool)
+        pcs = np.arange(grid.min_pitch, grid.max_pitch + 1) % N_PITCH_CLASSES
+        self._mode_masks = np.zeros((N_MODES, N_PITCH_CLASSES, self.n_pitches), dtype=bool)
         for m, name in enumerate(MODES):
             allowed = set(MODE_SCALES[name]) | set(MODE_FICTA[name])
-            for f in range(12):
-                self._mode_masks[m, f] = np.isin((pcs - f) % 12, sorted(allowed))
-        self._observe_args = (b.voice, self.mode, self.final, self.grid.min_pitch, self.n_pitches, self.species,
+            for f in range(N_PITCH_CLASSES):
+                self._mode_masks[m, f] = np.isin((pcs - f) % N_PITCH_CLASSES, sorted(allowed))
+        batch = CompositionBatch(batch_size, capacity, grid, Meter.parse("4/4"), beat_level=level,
+                                 steps_per_bar=self.species, steps_per_beat=1, voice_above=voice == "below")
+        super().__init__(batch, reward=reward, tempo=tempo, n_actions=self.n_pitches)
+        self._observe_args = (self.batch.voice, self.mode, self.final, grid.min_pitch, self.n_pitches, self.species,
                               self.history_length)
 
     def _steps_for(self, n_notes: int) -> int:
         return n_notes if self.species == 1 else 2 * n_notes - 1
-
-    @property
-    def n_steps(self) -> int:
-        """Steps of composition 0's current episode (the single env's planned length)."""
-        return int(self.batch.core[0, C_END])
 
     # -- context ------------------------------------------------------------------------
     def _check_context(self, ctx: dict) -> None:
@@ -388,54 +377,53 @@ class CounterpointComposer(BatchedComposer):
             pitches = _transpose_to(pitches, final)
         return pitches, mode
 
-    def reset(self, mask: np.ndarray, rng: np.random.Generator, options: dict | None) -> None:
+    def draw_context(self, index: np.ndarray, rng: np.random.Generator, options: dict) -> EpisodeContext:
         ctx = dict(self.defaults)
         if options:
-            check_reset_options(options, ("key", "cantus"))
             ctx.update({k: v for k, v in options.items() if v is not None})
             self._check_context(ctx)
-        idx = np.flatnonzero(mask)
-        voice = np.full((len(idx), self.capacity), -1, dtype=np.int64)
-        length = np.zeros(len(idx), dtype=np.int64)
-        keys = np.zeros(len(idx), dtype=np.int64)
-        for j, b in enumerate(idx):
+        voice = np.full((len(index), self.capacity), -1, dtype=np.int64)
+        length = np.zeros(len(index), dtype=np.int64)
+        keys = np.zeros(len(index), dtype=np.int64)
+        for j, b in enumerate(index):
             pitches, mode = self.draw_cantus(rng, ctx)
             self.cantus[b] = pitches
             self.mode[b], self.final[b] = MODES.index(mode), pitches[-1] % 12
             keys[j] = self.final[b] + 12 * (mode in _MINOR_MODES)
-            n = len(pitches)
-            length[j] = self._steps_for(n)
+            length[j] = self._steps_for(len(pitches))
             voice[j, : length[j]] = np.repeat(pitches, self.species)[: length[j]]
-        self.batch.reset(mask, keys, None, voice, length)
-        self.reward.reset(self.batch, mask)
+        return EpisodeContext(keys, voice=voice, length=length)
 
     def reset_info(self, index: int) -> dict[str, Any]:
         return {"key": self.mode_name(index), "cantus": list(self.cantus[index])}
 
     def mode_name(self, index: int) -> str:
-        names = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-        return f"{names[int(self.final[index])]} {MODES[int(self.mode[index])]}"
+        return f"{PITCH_CLASS_NAMES[int(self.final[index])]} {MODES[int(self.mode[index])]}"
 
-    # -- spaces, steps ------------------------------------------------------------------
-    def single_action_space(self) -> spaces.Discrete:
-        return spaces.Discrete(self.n_pitches)
+    # -- observation, actions ------------------------------------------------------------
+    def observation_layout(self) -> dict[str, tuple[int, ...]]:
+        return {
+            "history": (self.history_length, self.n_pitches + 1),
+            "cantus": (len(_LOOKAHEAD), _CANTUS_W),
+            "interval": (_INTERVAL_W,),
+            "position": (self.species,),
+            "notes_left": (_LEFT_W,),
+            "mode": (N_MODES,),
+            "final": (N_PITCH_CLASSES,),
+            "progress": (1,),
+        }
 
-    def step_observe(self, actions: np.ndarray, active: np.ndarray | None = None):
+    def observe(self, out: np.ndarray) -> None:
         b = self.batch
-        if active is None:
-            active = b.all_active
-        tokens = actions + FIRST_PITCH_TOKEN
-        values, total = self.reward.step(b, tokens, active)
-        out = np.empty((b.batch_size, self.obs_size), dtype=np.float32)
+        observe_counterpoint_kernel(b.tokens, b.core, b.pitch_of, *self._observe_args, out)
+
+    def commit_observe(self, tokens: np.ndarray, active: np.ndarray, out: np.ndarray) -> None:
+        b = self.batch
         commit_observe_counterpoint_kernel(tokens, active, b.tokens, b.core, b.pitch_of, *self._observe_args, out)
-        return values, total, out
 
-    def observe_flat(self) -> np.ndarray:
-        b = self.batch
-        out = np.empty((b.batch_size, self.obs_size), dtype=np.float32)
-        observe_counterpoint_kernel(b.tokens, b.core, self._observe_args[0], self.mode, self.final, b.pitch_of,
-                                    *self._observe_args[3:], out)
-        return out
+    def action_tokens(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """Action a is the NOTE_ON token of MIDI pitch ``min_pitch + a``."""
+        return actions + FIRST_PITCH_TOKEN
 
     def action_masks(self) -> np.ndarray:
         """(B, n_pitches) bool; with ``constraint="diatonic"`` only the mode's pitches
@@ -444,15 +432,8 @@ class CounterpointComposer(BatchedComposer):
             return self._mode_masks[self.mode, self.final].copy()
         return np.ones((self.batch.batch_size, self.n_pitches), dtype=bool)
 
-    def check_actions(self, actions: Any, n: int) -> np.ndarray:
-        arr = np.asarray(actions)
-        P = self.n_pitches
-        if arr.shape == (n,) and np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        if arr.shape != (n,) or arr.dtype.kind not in "iu" or arr.min(initial=0) < 0 or arr.max(initial=0) >= P:
-            raise ActionError(f"action(s) {actions!r} outside the action space; accepted: {n} integer(s) in 0..{P - 1} "
-                              f"(MIDI pitch {self.grid.min_pitch} + action)")
-        return np.ascontiguousarray(arr.astype(np.int64, copy=False))
+    def describe_actions(self) -> str:
+        return f"MIDI pitch {self.grid.min_pitch} + action"
 
     # -- views --------------------------------------------------------------------------
     def composition(self, index: int) -> CounterpointComposition:
@@ -474,6 +455,7 @@ class CounterpointComposer(BatchedComposer):
             MODES[int(self.mode[index])], self.species, self.voice, title)
 
     def render(self, index: int, mode: str):
+        """Piano rolls of the line and the cantus, the upper voice on top."""
         from musicenv.render import render_ansi, render_rgb
 
         comp = self.composition(index)
@@ -581,11 +563,6 @@ class CounterpointEnv(SingleComposerEnv):
     core_class = CounterpointComposer
     #: Reset options that fully fix an episode's context (used by the suite's tests).
     EXAMPLE_RESET_OPTIONS = {"key": "D dorian", "cantus": "fux_dorian"}
-
-    @property
-    def composition(self) -> CounterpointComposition:
-        """The line written so far with its cantus firmus."""
-        return self.core.composition(0)
 
 
 class CounterpointVectorEnv(VectorComposerEnv):

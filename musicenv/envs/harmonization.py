@@ -5,34 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 from numba import njit
 
 from musicenv.composition import Composition
-from musicenv.core import (
-    C_END,
-    C_T,
-    K_VOCAB,
-    LEVEL_BEAT,
-    LEVEL_DOWNBEAT,
-    LEVEL_STRONG,
-    CompositionBatch,
-    commit_kernel,
-)
+from musicenv.core import C_END, C_T, CompositionBatch, commit_kernel
 from musicenv.encoding import FIRST_PITCH_TOKEN, HOLD, REST, TokenGrid
 from musicenv.envs.batched import (
-    CHORD_FEATURES,
-    CHORD_QUALITY_T,
-    CHORD_ROOT_T,
-    ActionError,
     BatchedComposer,
+    EpisodeContext,
     SingleComposerEnv,
     VectorComposerEnv,
-    check_reset_options,
+    write_chord_features,
+    write_steps_left,
 )
 from musicenv.theory import (
+    CHORD_FEATURES,
     N_CHORDS,
     N_KEYS,
+    N_PITCH_CLASSES,
     NO_CHORD,
     Key,
     Meter,
@@ -40,6 +30,7 @@ from musicenv.theory import (
     chord_name,
     parse_key,
     parse_roman,
+    transpose_chords,
 )
 
 __all__ = ["HarmonizationEnv", "HarmonizationVectorEnv", "HarmonizationComposer", "CHORD_VOCABULARY",
@@ -52,8 +43,8 @@ CHORD_VOCABULARY = {
 }
 N_ACTIONS = 8
 BEATS_PER_BAR = 4  # Harmonization-v0 uses the 4/4 chorales (309 of Bach's 344 loadable ones)
-_MELODY_W = 13  # pitch class one-hot + rest
-_LOOK = (-1, 0, 1, 2)
+_MELODY_W = N_PITCH_CLASSES + 1  # pitch class one-hot + rest
+_LOOK = np.array([-1, 0, 1, 2])  # melody beats shown, relative to the beat being harmonised
 _CACHE: dict[TokenGrid, list] = {}
 
 
@@ -85,38 +76,34 @@ def melody_beats(tokens: np.ndarray, chords: np.ndarray, grid: TokenGrid, steps_
     return pitch, np.asarray(chords[: n * steps_per_beat: steps_per_beat], dtype=np.int64)
 
 
+#: Width of the ``beats_left`` block: 1, 2, 3, or 4 and more.
+_LEFT_W = 4
+
+
 @njit(cache=True)
 def observe_harmonization_kernel(tokens, core, voice, key, out):  # pragma: no cover - compiled
-    """Layout: melody (4 x 13) | previous two chords (2 x CHORD_FEATURES) | beat (4) |
-    key (24) | beats left (4) | progress (1)."""
-    chord_w = 12 + 11 + 1
+    """Layout: melody (len(_LOOK) x _MELODY_W) | previous two chords (2 x CHORD_FEATURES) |
+    beat (BEATS_PER_BAR) | key (N_KEYS) | beats left (_LEFT_W) | progress (1)."""
     for b in range(tokens.shape[0]):
         out[b, :] = 0.0
         t = core[b, C_T]
         end = core[b, C_END]
         o = 0
-        for i in range(4):
-            s = t - 1 + i
+        for i in range(len(_LOOK)):
+            s = t + _LOOK[i]
             m = voice[b, s] if 0 <= s < end else -2
-            out[b, o + i * 13 + (m % 12 if m >= 0 else 12)] = 1.0
-        o += 4 * 13
+            out[b, o + i * _MELODY_W + (m % N_PITCH_CLASSES if m >= 0 else _MELODY_W - 1)] = 1.0
+        o += len(_LOOK) * _MELODY_W
         for i in range(2):
             s = t - 2 + i
-            code = tokens[b, s] - 2 if s >= 0 else 132
-            if code >= 132:
-                out[b, o + chord_w - 1] = 1.0
-            else:
-                out[b, o + CHORD_ROOT_T[code]] = 1.0
-                out[b, o + 12 + CHORD_QUALITY_T[code]] = 1.0
-            o += chord_w
-        out[b, o + t % 4] = 1.0
-        o += 4
+            write_chord_features(out, b, o, tokens[b, s] - FIRST_PITCH_TOKEN if s >= 0 else NO_CHORD)
+            o += CHORD_FEATURES
+        out[b, o + t % BEATS_PER_BAR] = 1.0
+        o += BEATS_PER_BAR
         out[b, o + key[b]] = 1.0
-        o += 24
-        left = end - t
-        if left >= 1:
-            out[b, o + (left if left < 4 else 4) - 1] = 1.0
-        o += 4
+        o += N_KEYS
+        write_steps_left(out, b, o, end - t, _LEFT_W)
+        o += _LEFT_W
         out[b, o] = t / end
 
 
@@ -127,47 +114,35 @@ def commit_observe_harmonization_kernel(actions, active, tokens, core, pitch_of,
 
 
 class HarmonizationComposer(BatchedComposer):
-    """B harmonization exercises: the melody is the batch's ``voice`` track (one step per
-    beat), the composer's chords its ``chords`` track, the tokens ``2 + chord code``."""
+    """B harmonization exercises (Harmonization-v0's task; the manual is
+    :class:`HarmonizationEnv`): the melody is the batch's ``voice`` track (one step per
+    beat), the composer's chords its ``chords`` track, the tokens ``FIRST_PITCH_TOKEN +
+    chord code`` (``pitch_of`` maps a token to its chord code)."""
+
+    RESET_OPTIONS = ("key", "melody")
 
     def __init__(self, batch_size: int, *, reward: Any = "harmonization", melody: Any = "bach", key: Any = None,
                  n_bars: int | None = 4, tempo: float = 80.0) -> None:
-        import rewards
+        from musicenv.corpus import DEFAULT_GRID
 
         if n_bars is not None and (not isinstance(n_bars, (int, np.integer)) or n_bars < 1):
             raise ValueError(f"n_bars must be a positive integer or None (whole melody), got {n_bars!r}")
-        if not (isinstance(tempo, (int, float)) and tempo > 0):
-            raise ValueError(f"tempo must be a positive number of quarter notes per minute, got {tempo!r}")
-        self.n_bars, self.tempo = n_bars, float(tempo)
-        self.meter = Meter.parse("4/4")
-        from musicenv.corpus import DEFAULT_GRID
-
+        self.n_bars = n_bars
+        meter = Meter.parse("4/4")
         self.melody_grid = DEFAULT_GRID
-        self.spb = self.meter.steps_per_beat(self.melody_grid.steps_per_quarter)
+        self.spb = meter.steps_per_beat(self.melody_grid.steps_per_quarter)
         self.defaults = {"melody": melody, "key": key}
         self.user = self._user_melody(melody, key) if not self._is_corpus(melody) else None
-        self.capacity = self._capacity()
-        self.grid = TokenGrid(0, 127, 1)
-        self.reward = rewards.make(reward)
-        b = self.batch = CompositionBatch(batch_size, self.capacity, self.grid, self.meter)
-        # tokens are 2 + chord code; the token table maps them to the code (read by no term)
-        b.pitch_of = np.concatenate([[-1, -1], np.arange(N_CHORDS)]).astype(np.int64)
-        b.consts[K_VOCAB] = FIRST_PITCH_TOKEN + N_CHORDS
-        levels = np.array([LEVEL_DOWNBEAT, LEVEL_BEAT, LEVEL_STRONG, LEVEL_BEAT], dtype=np.int64)
-        b.beat_level[:] = levels[np.arange(self.capacity) % BEATS_PER_BAR]
-        self.reward.bind(b)
+        capacity = self._capacity()
         self.vocab = np.array([[parse_roman(r, k) for r in CHORD_VOCABULARY["minor" if k >= 12 else "major"]]
                                for k in range(N_KEYS)], dtype=np.int64)
         self.melody_ids = ["" for _ in range(batch_size)]
         self.melody_tokens: list[np.ndarray] = [np.zeros(0, dtype=np.int64) for _ in range(batch_size)]
-        self.set_observation_layout({
-            "melody": (len(_LOOK), _MELODY_W),
-            "chords": (2, CHORD_FEATURES),
-            "beat": (BEATS_PER_BAR,),
-            "key": (N_KEYS,),
-            "beats_left": (4,),
-            "progress": (1,),
-        })
+        # one step per beat, 4/4 (the default beat levels at one step per quarter); the
+        # tokens' table maps them to the chord code (read by no term)
+        token_chord = np.concatenate([[-1] * FIRST_PITCH_TOKEN, np.arange(N_CHORDS)])
+        batch = CompositionBatch(batch_size, capacity, TokenGrid(0, 127, 1), meter, token_pitch=token_chord)
+        super().__init__(batch, reward=reward, tempo=tempo, n_actions=N_ACTIONS)
 
     # -- context ------------------------------------------------------------------------
     @staticmethod
@@ -234,75 +209,59 @@ class HarmonizationComposer(BatchedComposer):
                                        f"{'minor' if m.key >= 12 else 'major'} key only, not {Key.from_index(k).name}")
             shift = ((k - m.key) % 12 + 6) % 12 - 6
             pitch = np.where(pitch >= 0, pitch + shift, pitch)
-            chords = _transpose_chords(m.chords[start * self.spb: n * self.spb: self.spb], shift)
+            chords = transpose_chords(m.chords[start * self.spb: n * self.spb: self.spb], shift)
             g = self.melody_grid
             toks = np.array([t if t in (REST, HOLD) else g.token(int(np.clip(g.pitch(t) + shift, g.min_pitch,
                                                                                g.max_pitch))) for t in toks])
         return m.id, pitch, chords, k, toks
 
-    def reset(self, mask: np.ndarray, rng: np.random.Generator, options: dict | None) -> None:
+    def draw_context(self, index: np.ndarray, rng: np.random.Generator, options: dict) -> EpisodeContext:
         ctx = dict(self.defaults)
-        if options:
-            check_reset_options(options, ("key", "melody"))
-            ctx.update({k: v for k, v in options.items() if v is not None})
-        idx = np.flatnonzero(mask)
-        voice = np.full((len(idx), self.capacity), -1, dtype=np.int64)
-        chords = np.full((len(idx), self.capacity), NO_CHORD, dtype=np.int64)
-        keys = np.zeros(len(idx), dtype=np.int64)
-        length = np.zeros(len(idx), dtype=np.int64)
-        for j, b in enumerate(idx):
+        ctx.update({k: v for k, v in options.items() if v is not None})
+        voice = np.full((len(index), self.capacity), -1, dtype=np.int64)
+        chords = np.full((len(index), self.capacity), NO_CHORD, dtype=np.int64)
+        keys = np.zeros(len(index), dtype=np.int64)
+        length = np.zeros(len(index), dtype=np.int64)
+        for j, b in enumerate(index):
             mid, pitch, ch, k, toks = self._pick(rng, ctx)
             n = len(pitch)
             voice[j, :n], chords[j, :n], keys[j], length[j] = pitch, ch, k, n
             self.melody_ids[b], self.melody_tokens[b] = mid, toks
-        self.batch.reset(mask, keys, chords, voice, length)
-        self.reward.reset(self.batch, mask)
+        return EpisodeContext(keys, chords=chords, voice=voice, length=length)
 
     def reset_info(self, index: int) -> dict[str, Any]:
         return {"key": Key.from_index(int(self.batch.key[index])).name, "melody": self.melody_ids[index]}
 
-    @property
-    def n_steps(self) -> int:
-        """Beats of composition 0's current episode (the single env's planned length)."""
-        return int(self.batch.core[0, C_END])
+    # -- observation, actions ------------------------------------------------------------
+    def observation_layout(self) -> dict[str, tuple[int, ...]]:
+        return {
+            "melody": (len(_LOOK), _MELODY_W),
+            "chords": (2, CHORD_FEATURES),
+            "beat": (BEATS_PER_BAR,),
+            "key": (N_KEYS,),
+            "beats_left": (_LEFT_W,),
+            "progress": (1,),
+        }
 
-    # -- spaces, steps ------------------------------------------------------------------
-    def single_action_space(self) -> spaces.Discrete:
-        return spaces.Discrete(N_ACTIONS)
+    def observe(self, out: np.ndarray) -> None:
+        b = self.batch
+        observe_harmonization_kernel(b.tokens, b.core, b.voice, b.key, out)
+
+    def commit_observe(self, tokens: np.ndarray, active: np.ndarray, out: np.ndarray) -> None:
+        b = self.batch
+        commit_observe_harmonization_kernel(tokens, active, b.tokens, b.core, b.pitch_of, b.voice, b.key, out)
 
     def chord_codes(self, actions: np.ndarray) -> np.ndarray:
         """Chord codes of ``actions`` in each composition's key."""
         return self.vocab[self.batch.key, actions]
 
-    def step_observe(self, actions: np.ndarray, active: np.ndarray | None = None):
-        b = self.batch
-        if active is None:
-            active = b.all_active
-        tokens = self.chord_codes(actions) + FIRST_PITCH_TOKEN
-        values, total = self.reward.step(b, tokens, active)
-        out = np.empty((b.batch_size, self.obs_size), dtype=np.float32)
-        commit_observe_harmonization_kernel(tokens, active, b.tokens, b.core, b.pitch_of, b.voice, b.key, out)
-        return values, total, out
+    def action_tokens(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """Action a is the a-th chord of ``CHORD_VOCABULARY`` in the episode's key."""
+        return self.chord_codes(actions) + FIRST_PITCH_TOKEN
 
-    def observe_flat(self) -> np.ndarray:
-        b = self.batch
-        out = np.empty((b.batch_size, self.obs_size), dtype=np.float32)
-        observe_harmonization_kernel(b.tokens, b.core, b.voice, b.key, out)
-        return out
-
-    def action_masks(self) -> np.ndarray:
-        """(B, 8) bool: every chord of the vocabulary is always allowed."""
-        return np.ones((self.batch.batch_size, N_ACTIONS), dtype=bool)
-
-    def check_actions(self, actions: Any, n: int) -> np.ndarray:
-        arr = np.asarray(actions)
-        if arr.shape == (n,) and np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        if arr.shape != (n,) or arr.dtype.kind not in "iu" or arr.min(initial=0) < 0 or arr.max(initial=0) >= N_ACTIONS:
-            raise ActionError(f"action(s) {actions!r} outside the action space; accepted: {n} integer(s) in "
-                              f"0..{N_ACTIONS - 1} ({', '.join(CHORD_VOCABULARY['major'])} in major; "
-                              f"{', '.join(CHORD_VOCABULARY['minor'])} in minor)")
-        return np.ascontiguousarray(arr.astype(np.int64, copy=False))
+    def describe_actions(self) -> str:
+        return (f"{', '.join(CHORD_VOCABULARY['major'])} in major; "
+                f"{', '.join(CHORD_VOCABULARY['minor'])} in minor")
 
     # -- views --------------------------------------------------------------------------
     def chosen_chords(self, index: int) -> list[str]:
@@ -322,22 +281,13 @@ class HarmonizationComposer(BatchedComposer):
                            title=f"musicenv harmonization: {self.melody_ids[index]}, {key.name}")
 
     def render(self, index: int, mode: str):
+        """The melody's piano roll with the chosen chords (its steps are 16ths, not beats)."""
         from musicenv.render import render_ansi, render_rgb
 
         comp = self.composition(index)
         if mode == "ansi":
             return render_ansi(comp)
         return render_rgb(comp)
-
-
-def _transpose_chords(codes: np.ndarray, shift: int) -> np.ndarray:
-    from musicenv.theory import CHORD_QUALITY, CHORD_ROOT, N_QUALITIES
-
-    out = np.array(codes, dtype=np.int64)
-    for i, c in enumerate(out):
-        if c != NO_CHORD:
-            out[i] = ((int(CHORD_ROOT[c]) + shift) % 12) * N_QUALITIES + int(CHORD_QUALITY[c])
-    return out
 
 
 class HarmonizationEnv(SingleComposerEnv):
