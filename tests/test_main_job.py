@@ -52,15 +52,6 @@ def test_main_job_trains_compares_and_composes_every_source(tmp_path, capsys):
     run_main_job(settings)
     assert capsys.readouterr().out.count("reusing the finished run") == 2
 
-
-def test_band_check_reads_the_issue_band():
-    row = {"notes_per_bar": 3.6, "sixteenth_share": 0.01, "leap_share": 0.03, "final_long": 1.0, "final_tonic": 0.75,
-           "in_key_share": 0.98, "strong_chord_tone_share": 0.9, "nll": 0.6, "theory": 30.0}
-    assert all(band_check(row, prior_theory=10.0, random_theory=-100.0).values())
-    bad = {**row, "notes_per_bar": 12.0, "sixteenth_share": 0.7, "final_tonic": math.nan, "theory": 5.0}
-    met = band_check(bad, prior_theory=10.0, random_theory=-100.0)
-    assert [k for k, v in met.items() if not v] == ["notes_per_bar", "sixteenth_share", "final_tonic", "theory"]
-
     # ... but never under another config: the differing keys are named, nothing is overwritten
     import dataclasses
 
@@ -70,6 +61,15 @@ def test_band_check_reads_the_issue_band():
     with pytest.raises(StaleRunError, match=r"n_timesteps: 64 -> 128; seed: 0 -> 5.*--force"):
         run_main_job(dataclasses.replace(settings, timesteps=128, seed=5))
     assert (out / "results.md").read_text() == before
+
+
+def test_band_check_reads_the_issue_band():
+    row = {"notes_per_bar": 3.6, "sixteenth_share": 0.01, "leap_share": 0.03, "final_long": 1.0, "final_tonic": 0.75,
+           "in_key_share": 0.98, "strong_chord_tone_share": 0.9, "nll": 0.6, "theory": 30.0}
+    assert all(band_check(row, prior_theory=10.0, random_theory=-100.0).values())
+    bad = {**row, "notes_per_bar": 12.0, "sixteenth_share": 0.7, "final_tonic": math.nan, "theory": 5.0}
+    met = band_check(bad, prior_theory=10.0, random_theory=-100.0)
+    assert [k for k, v in met.items() if not v] == ["notes_per_bar", "sixteenth_share", "final_tonic", "theory"]
 
 
 def test_main_job_refuses_bad_settings(tmp_path):
