@@ -37,7 +37,8 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["BOOTSTRAP_REPS", "CONFIDENCE", "Interval", "iqm", "stratified_bootstrap_ci", "interval_estimate",
-           "load_runs", "aggregate_runs", "write_results_md", "plot_all"]
+           "load_runs", "aggregate_runs", "write_results_md", "plot_all", "farming_flags", "random_style_distance",
+           "BASELINE_DESIGN"]
 
 #: Bootstrap resamples per (cell, metric). rliable uses 50,000 in its examples; with
 #: 3-5 seeds per cell 10,000 already pins the percentiles to about the third digit.
@@ -169,8 +170,81 @@ def _cell_text(iv: Mapping[str, float]) -> str:
     return f"{_fmt(iv['iqm'])} [{_fmt(iv['low'])}, {_fmt(iv['high'])}]"
 
 
+#: The reward design others are compared with when flagging farming.
+BASELINE_DESIGN = "theory"
+#: The compact style table: (metric, column title, scale).
+STYLE_COLUMNS: tuple[tuple[str, str, float], ...] = (
+    ("objective", "own objective", 1.0),
+    ("style/distance", "style distance", 1.0),
+    ("style/c2st_accuracy", "C2ST acc.", 1.0),
+    ("style/notes_per_bar", "notes/bar", 1.0),
+    ("style/sixteenth_share", "16ths %", 100.0),
+    ("style/leap_share", "leaps >= 5th %", 100.0),
+    ("style/final_long", "final >= quarter %", 100.0),
+    ("style/final_tonic", "final on tonic %", 100.0),
+    ("style/in_key_share", "in key %", 100.0),
+)
+
+
+def random_style_distance(env_id: str = "MusicComposition-v0", episodes: int = 64, seed: int = 3_000_000) -> float:
+    """Style distance (:func:`musicenv.style.style_distance`, to the shipped real melodies
+    of the same length and meter) of the uniformly random policy's pieces in ``env_id``
+    with its default settings; NaN when there is no reference for them."""
+    import gymnasium as gym
+
+    import musicenv  # noqa: F401  (registers the environments)
+    from musicenv.baselines import RandomPolicy, run_episode
+    from musicenv.style import default_reference, style_distance
+
+    env = gym.make(env_id)
+    try:
+        pieces = [run_episode(env, RandomPolicy(env, seed=seed + k, masked=True), seed=seed + k)[0]
+                  for k in range(episodes)]
+    finally:
+        env.close()
+    real = default_reference(pieces)
+    return math.nan if real is None else style_distance(pieces, real)["distance"]
+
+
+def farming_flags(cells: Mapping[str, Mapping[str, Any]], random_distance: float,
+                  baseline: str = BASELINE_DESIGN) -> dict[str, bool | None]:
+    """Which cells farm their reward design.
+
+    A cell (design d, algorithm a, budget) **farms** when both hold:
+
+    * its own objective beats the baseline design's: the IQM of ``objective`` (its pieces
+      scored under d) exceeds the IQM of ``reward/d/total`` of the baseline design's cell
+      with the same env, algorithm and budget (the baseline agent's pieces scored under
+      d) — it learned what d pays for better than the baseline agent did;
+    * its style distance to real melodies (``style/distance``) exceeds the halfway mark
+      between the baseline cell's and the random policy's distance — what it learned
+      moved its pieces more than half of the way from the baseline's style to noise.
+
+    The baseline cell itself, and cells without a baseline cell, get None.
+    """
+    out: dict[str, bool | None] = {}
+    index = {(c["info"]["env_id"], c["info"]["algo"], c["info"]["budget"], c["info"]["reward"]): name
+             for name, c in cells.items()}
+    for name, c in cells.items():
+        i = c["info"]
+        base_name = index.get((i["env_id"], i["algo"], i["budget"], baseline))
+        if base_name is None or base_name == name or math.isnan(random_distance):
+            out[name] = None
+            continue
+        m, b = c["metrics"], cells[base_name]["metrics"]
+        own_key, dist_key = f"reward/{i['reward']}/total", "style/distance"
+        if "objective" not in m or own_key not in b or dist_key not in m or dist_key not in b:
+            out[name] = None
+            continue
+        beats = m["objective"]["iqm"] > b[own_key]["iqm"]
+        halfway = (b[dist_key]["iqm"] + random_distance) / 2
+        out[name] = bool(beats and m[dist_key]["iqm"] > halfway)
+    return out
+
+
 GROUP_TITLES = {
     "objective": "Objective: the run's own reward (episode total, mean over held-out pieces)",
+    "style": "Style yardstick (musicenv.style): distance to real melodies, classifier two-sample test, profile",
     "rl_tuner": "RL Tuner statistics",
     "muspy": "MusPy-style statistics",
     "harmony": "Harmony statistics",
@@ -180,9 +254,12 @@ GROUP_TITLES = {
 
 
 def write_results_md(agg: Mapping[str, Any], path: str | Path, *, title: str = "Reward-design benchmark",
-                     plots: Sequence[str] = ()) -> Path:
+                     plots: Sequence[str] = (), random_distance: float | None = None,
+                     baseline: str = BASELINE_DESIGN) -> Path:
     """One Markdown table per metric group: rows are cells, columns metrics, entries
-    ``IQM [low, high]``."""
+    ``IQM [low, high]``; first a compact style table with the farming flag of every
+    cell (:func:`farming_flags`; ``random_distance`` defaults to
+    :func:`random_style_distance` of the first cell's env)."""
     cells = agg["cells"]
     lines = [f"# {title}", "",
              f"Each entry is the interquartile mean over seeds with its {int(agg['confidence'] * 100)} % "
@@ -195,6 +272,22 @@ def write_results_md(agg: Mapping[str, Any], path: str | Path, *, title: str = "
         i = c["info"]
         lines.append(f"| {name} | {i['env_id']} | {i['reward']} | {i['algo']} | {i['budget']} | "
                      f"{', '.join(map(str, c['seeds']))} |")
+    if any("style/distance" in c["metrics"] for c in cells.values()):
+        if random_distance is None:
+            random_distance = random_style_distance(next(iter(cells.values()))["info"]["env_id"])
+        flags = farming_flags(cells, random_distance, baseline)
+        lines += ["", "## What each design's pieces sound like: style and farming", "",
+                  f"Style distance to real melodies (0 = same profile; the random policy: {_fmt(random_distance)}), "
+                  "classifier two-sample test accuracy (0.5 = indistinguishable from real melodies) and the "
+                  "profile, IQM over seeds. **Farming**: the design's own objective beats the baseline design "
+                  f"`{baseline}`'s agent on that objective, while its style distance is past the halfway mark "
+                  f"between `{baseline}`'s and the random policy's.", "",
+                  "| cell | " + " | ".join(t for _, t, _ in STYLE_COLUMNS) + " | farming |",
+                  "|---|" + "---:|" * len(STYLE_COLUMNS) + "---|"]
+        for name, c in cells.items():
+            vals = [_fmt(c["metrics"][k]["iqm"] * scale) if k in c["metrics"] else "" for k, _, scale in STYLE_COLUMNS]
+            flag = {True: "**yes**", False: "no", None: "(baseline)" if c["info"]["reward"] == baseline else "–"}
+            lines.append(f"| {name} | " + " | ".join(vals) + f" | {flag[flags[name]]} |")
     metrics = sorted({m for c in cells.values() for m in c["metrics"]})
     groups: dict[str, list[str]] = {}
     for m in metrics:

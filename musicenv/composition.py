@@ -19,6 +19,8 @@ from musicenv.encoding import DEFAULT_GRID, EncodingError, Note, TokenGrid, toke
 from musicenv.theory import (
     CHORD_QUALITY,
     CHORD_ROOT,
+    MAJOR_KEY_TONIC_NAMES,
+    MINOR_KEY_TONIC_NAMES,
     NO_CHORD,
     PITCH_CLASS_NAMES,
     QUALITIES,
@@ -48,10 +50,10 @@ CHORD_VELOCITY = 56  # quieter than the melody
 #: MIDI pitch of C3; chord roots are voiced in the octave C3..B3 (48..59), tones stacked above.
 CHORD_ROOT_OCTAVE_BASE = 48
 
-# Tonic spellings with the fewest accidentals in the key signature (Db major, not
-# C# major; G# minor, not Ab minor), shared by MIDI key signatures and music21 keys.
-_MAJOR_TONIC_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
-_MINOR_TONIC_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+# Tonic spellings with the fewest accidentals in the key signature, shared by MIDI key
+# signatures, music21 keys and key names (musicenv.theory.KEY_NAMES).
+_MAJOR_TONIC_NAMES = MAJOR_KEY_TONIC_NAMES
+_MINOR_TONIC_NAMES = MINOR_KEY_TONIC_NAMES
 _LETTERS = "CDEFGAB"
 _NATURAL_PC = (0, 2, 4, 5, 7, 9, 11)
 # Chromatic notes as (scale degree 0..6, alteration in semitones), keyed by semitones
@@ -106,6 +108,20 @@ def spelled_chord_name(code: int, key: Key) -> str:
         return name
     root = int(CHORD_ROOT[code])
     return spell_pitch_class(root, key) + name[len(PITCH_CLASS_NAMES[root]):]
+
+
+#: Staves with their first ledger lines (MIDI, inclusive): treble D4..G5, bass F2..C4.
+TREBLE_STAFF = (62, 79)
+BASS_STAFF = (41, 60)
+
+
+def staff_clef(pitches: list[int] | np.ndarray) -> str:
+    """``"treble"`` or ``"bass"``: the clef whose staff (with one ledger line each side)
+    leaves the pitches fewest semitones outside it; treble on a tie and for no pitches."""
+    def outside(staff: tuple[int, int]) -> int:
+        return int(sum(max(0, staff[0] - p) + max(0, p - staff[1]) for p in pitches))
+
+    return "bass" if outside(BASS_STAFF) < outside(TREBLE_STAFF) else "treble"
 
 
 def _m21_name(name: str) -> str:
@@ -277,7 +293,7 @@ class Composition:
     def to_music21(self) -> music21.stream.Score:
         """The composition as a music21 score.
 
-        Part "Melody": key, time signature, notes and rests (offsets and lengths in
+        Part "Melody": clef by range (:func:`staff_clef`), key, time signature, notes and rests (offsets and lengths in
         quarter notes = steps / ``steps_per_quarter``), a ``ChordSymbol`` at each
         chord change, measures made and notes crossing a barline tied. Part
         "Chords": the chord track as block chords (:meth:`chord_voicing`), rests for
@@ -340,8 +356,17 @@ class Composition:
                 chords.insert(quarters(onset), m21chord.Chord(tones, quarterLength=quarters(dur)))
             previous = code
 
-        for p in (melody, chords):
+        from music21 import clef as m21clef
+
+        chord_pitches = [m for code, _, _ in self.chord_segments() if code != NO_CHORD for m in self.chord_voicing(code)]
+        for p, used in ((melody, [n.pitch for n in self.notes()]), (chords, chord_pitches)):
             p.makeNotation(inPlace=True)
+            # the clef follows the part's range (music21 would guess from its own statistics)
+            first = p.getElementsByClass(stream.Measure).first()
+            if first is not None:
+                for old in list(first.getElementsByClass(m21clef.Clef)):
+                    first.remove(old)
+                first.insert(0, m21clef.BassClef() if staff_clef(used) == "bass" else m21clef.TrebleClef())
         # Chord symbols go into the finished measures: makeNotation would count their
         # (octave 3) pitches when choosing the clef and split the melody into voices.
         measures = list(melody.getElementsByClass(stream.Measure))

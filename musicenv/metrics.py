@@ -86,6 +86,10 @@ __all__ = [
     "note_sequence",
     "edit_distance",
     "mean_pairwise_edit_distance",
+    # style yardstick (musicenv.style)
+    "style_profile",
+    "style_distance",
+    "classifier_two_sample_test",
     # all together
     "mean_statistics",
     "evaluate_set",
@@ -952,7 +956,8 @@ def mean_statistics(per_piece: Iterable[Mapping[str, float]]) -> dict[str, float
 def evaluate_set(compositions: Iterable[CompositionLike], *,
                  reference: Iterable[CompositionLike] | None = None,
                  nll_fn: Callable[[np.ndarray], float] | None = None,
-                 term_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, float]:
+                 term_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+                 style: bool = True) -> dict[str, float]:
     """Every statistic of a sample set in one flat dict of floats.
 
     Keys: ``rl_tuner/<key>`` (:func:`rl_tuner_statistics`), ``muspy/<key>`` and
@@ -962,7 +967,11 @@ def evaluate_set(compositions: Iterable[CompositionLike], *,
     normalised by length, of note sequences); with ``nll_fn`` also ``nll`` (nats per
     token, :func:`mean_nll`); with a ``reference`` set also
     ``reference/<feature>/<overlap|kl|intra_generated|intra_reference|inter>``
-    (:func:`compare_sets`).
+    (:func:`compare_sets`). With ``style`` (default) also the style yardstick
+    ``style/<key>`` (:func:`musicenv.style.style_block`: profile scalars, ``style/distance``
+    and ``style/c2st_accuracy``) against real melodies of the same length and meter
+    (:func:`musicenv.style.default_reference`), when the pieces are whole bars of one
+    meter and at most 8 bars long (the shipped reference); never the NLL (no torch here).
     """
     comps = _as_set(compositions)
     out = {f"rl_tuner/{k}": v for k, v in rl_tuner_statistics(comps, term_kwargs=term_kwargs).items()}
@@ -980,4 +989,13 @@ def evaluate_set(compositions: Iterable[CompositionLike], *,
     if reference is not None:
         for feature, values in compare_sets(comps, reference).items():
             out.update({f"reference/{feature}/{k}": v for k, v in values.items()})
+    if style:
+        from musicenv.style import default_reference, style_block
+
+        real = default_reference(comps)
+        if real is not None:
+            out.update(style_block(comps, real))
     return out
+
+
+from musicenv.style import classifier_two_sample_test, style_distance, style_profile  # noqa: E402  (re-exported)

@@ -173,6 +173,7 @@ def render_ansi(comp: Composition, n_steps: int | None = None) -> str:
 
 # ---- RGB piano roll --------------------------------------------------------------------
 RGB_KEYBOARD_W = 14  # px, keyboard strip on the left
+RGB_PITCH_LABEL_W = 30  # px, pitch names left of the keyboard (cropped pictures, save_png)
 RGB_TITLE_H = 14  # px, title line
 RGB_LABEL_H = 14  # px, chord-symbol line
 RGB_BAND_H = 8  # px, coloured chord band
@@ -207,12 +208,23 @@ def _chord_colour(code: int) -> tuple[int, int, int]:
     return round(r * 255), round(g * 255), round(b * 255)
 
 
-def rgb_layout(comp: Composition, n_steps: int | None = None) -> dict[str, int]:
+def pitch_span(comp: Composition) -> tuple[int, int]:
+    """The rows a cropped picture shows: the notes' span with a margin of 2 semitones,
+    at least an octave, inside the grid (as the text piano roll)."""
+    return _ansi_pitch_span(comp, [n.pitch for n in comp.notes()])
+
+
+def rgb_layout(comp: Composition, n_steps: int | None = None, crop: bool = False) -> dict[str, int]:
     """Pixel geometry of :func:`render_rgb`: ``px_per_step``, ``px_per_pitch``,
-    ``height`` and ``width``. Depends only on ``comp.grid`` and the planned length
-    (``n_steps``, or ``comp.n_steps`` if None), never on the notes."""
+    ``height``, ``width``, ``left`` (grid's left edge), ``low`` and ``high`` (pitch rows).
+    Without ``crop`` it depends only on ``comp.grid`` and the planned length
+    (``n_steps``, or ``comp.n_steps`` if None), never on the notes (the env's
+    ``rgb_array`` frames keep one shape); with ``crop`` the rows are
+    :func:`pitch_span` and pitch names take a strip on the left."""
     total = _planned_length(comp, n_steps)
-    n_pitches = comp.grid.n_pitches
+    low, high = pitch_span(comp) if crop else (comp.grid.min_pitch, comp.grid.max_pitch)
+    n_pitches = high - low + 1
+    left = RGB_KEYBOARD_W + (RGB_PITCH_LABEL_W if crop else 0)
     # About 960 x 360 px of grid whatever the length and range, within readable bounds.
     px_step = int(np.clip(960 // max(total, 1), 2, 16))
     px_pitch = int(np.clip(360 // n_pitches, 2, 12))
@@ -220,7 +232,10 @@ def rgb_layout(comp: Composition, n_steps: int | None = None) -> dict[str, int]:
         "px_per_step": px_step,
         "px_per_pitch": px_pitch,
         "height": RGB_HEADER_H + n_pitches * px_pitch,
-        "width": RGB_KEYBOARD_W + total * px_step + 1,  # +1: closing bar line
+        "width": left + total * px_step + 1,  # +1: closing bar line
+        "left": left,
+        "low": low,
+        "high": high,
     }
 
 
@@ -234,7 +249,8 @@ def _font():
     return ImageFont.load_default()
 
 
-def render_rgb(comp: Composition, n_steps: int | None = None, title: str | None = None) -> np.ndarray:
+def render_rgb(comp: Composition, n_steps: int | None = None, title: str | None = None,
+               crop: bool = False) -> np.ndarray:
     """A piano-roll picture of ``comp`` as a ``uint8`` array of shape ``(H, W, 3)``.
 
     Rows are every pitch of the grid (highest on top, ``px_per_pitch`` px each,
@@ -247,30 +263,34 @@ def render_rgb(comp: Composition, n_steps: int | None = None, title: str | None 
     are filled rectangles (blue in key, red outside it) with a dark edge at the
     onset and a one-pixel gap before it, so repeated notes stay apart. Steps not
     written yet are faded. Text needs PIL; without it the picture has none.
+    With ``crop`` (what :func:`save_png` draws) only the rows of :func:`pitch_span`
+    are drawn and each C and each tonic row is named (``C4``, ``F#4``) on the left, as
+    the key spells it.
     """
-    layout = rgb_layout(comp, n_steps)
+    layout = rgb_layout(comp, n_steps, crop)
     total = _planned_length(comp, n_steps)
     px_step, px_pitch = layout["px_per_step"], layout["px_per_pitch"]
     height, width = layout["height"], layout["width"]
     g = comp.grid
     img = np.empty((height, width, 3), dtype=np.uint8)
     img[:] = _WHITE
-    top, left = RGB_HEADER_H, RGB_KEYBOARD_W
+    top, left = RGB_HEADER_H, layout["left"]
+    low, high = layout["low"], layout["high"]
     grid_w = total * px_step
 
     def row_y(pitch: int) -> int:
-        return top + (g.max_pitch - pitch) * px_pitch
+        return top + (high - pitch) * px_pitch
 
     def step_x(step: int) -> int:
         return left + step * px_step
 
-    pitches = np.arange(g.min_pitch, g.max_pitch + 1)
+    pitches = np.arange(low, high + 1)
     in_key = KEY_SCALE_MASK[comp.key.index][pitches % 12]
     for pitch, ok in zip(pitches.tolist(), in_key.tolist(), strict=True):
         y = row_y(pitch)
         img[y:y + px_pitch, left:left + grid_w] = _ROW_IN_KEY if ok else _ROW_OUT_OF_KEY
         key_colour = _C_KEY if pitch % 12 == 0 else _BLACK_KEY if pitch % 12 in _BLACK_KEY_PCS else _WHITE_KEY
-        img[y:y + px_pitch, 1:left - 2] = key_colour
+        img[y:y + px_pitch, left - RGB_KEYBOARD_W + 1:left - 2] = key_colour
         if pitch % 12 == 0 and px_pitch >= 3:
             img[y + px_pitch - 1, left:left + grid_w] = _OCTAVE_LINE  # below each C: the octave's floor
 
@@ -315,6 +335,11 @@ def render_rgb(comp: Composition, n_steps: int | None = None, title: str | None 
     draw = ImageDraw.Draw(pic)
     if title:
         draw.text((left, 1), title, fill=_TEXT, font=font)
+    if crop:  # name the C rows and the tonic rows, spelled for the key
+        for pitch in pitches.tolist():
+            if pitch % 12 == 0 or pitch % 12 == comp.key.tonic:
+                y = row_y(pitch) + px_pitch // 2 - 5
+                draw.text((1, y), _note_name(pitch, comp.key), fill=_TEXT, font=font)
     label_end = -1
     prev_code = NO_CHORD
     for code, onset, _ in segments:
@@ -329,12 +354,13 @@ def render_rgb(comp: Composition, n_steps: int | None = None, title: str | None 
 
 def save_png(comp: Composition, path: str | os.PathLike, n_steps: int | None = None,
              title: str | None = None) -> pathlib.Path:
-    """Write :func:`render_rgb` of ``comp`` as a PNG (same pixel size) and return its path.
+    """Write :func:`render_rgb` of ``comp`` (``crop=True``) as a PNG and return its path.
 
-    ``title`` defaults to ``comp.title``; pass ``""`` for none. Written
+    The picture is cropped to the pitches used (:func:`pitch_span`), with the C and
+    tonic rows named. ``title`` defaults to ``comp.title``; pass ``""`` for none. Written
     atomically; see :func:`write_atomically` for the errors raised on a bad path.
     """
     from PIL import Image
 
-    rgb = render_rgb(comp, n_steps, title=comp.title if title is None else title)
+    rgb = render_rgb(comp, n_steps, title=comp.title if title is None else title, crop=True)
     return write_atomically(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"), what="PNG image")

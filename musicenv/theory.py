@@ -28,6 +28,8 @@ __all__ = [
     "MINOR_KEY_PITCH_CLASSES",
     "N_KEYS",
     "KEY_NAMES",
+    "MAJOR_KEY_TONIC_NAMES",
+    "MINOR_KEY_TONIC_NAMES",
     "QUALITIES",
     "QUALITY_INTERVALS",
     "N_QUALITIES",
@@ -76,8 +78,13 @@ NATURAL_MINOR_SCALE: tuple[int, ...] = (0, 2, 3, 5, 7, 8, 10)
 MINOR_KEY_PITCH_CLASSES: tuple[int, ...] = (0, 2, 3, 5, 7, 8, 9, 10, 11)
 
 N_KEYS = 24  # 12 major (0..11) then 12 minor (12..23)
-KEY_NAMES: tuple[str, ...] = tuple(f"{n} major" for n in PITCH_CLASS_NAMES) + tuple(
-    f"{n} minor" for n in PITCH_CLASS_NAMES
+#: Tonic spellings of the key signature with the fewest accidentals (Db major, not C#
+#: major; G# minor, not Ab minor): how a score writes each key, so how we name it.
+MAJOR_KEY_TONIC_NAMES: tuple[str, ...] = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+MINOR_KEY_TONIC_NAMES: tuple[str, ...] = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+#: Key names as their scores spell them: ``KEY_NAMES[k]`` for key index k.
+KEY_NAMES: tuple[str, ...] = tuple(f"{n} major" for n in MAJOR_KEY_TONIC_NAMES) + tuple(
+    f"{n} minor" for n in MINOR_KEY_TONIC_NAMES
 )
 
 #: Chord qualities, in code order, with their intervals above the root.

@@ -9,14 +9,14 @@ See :mod:`rewards.registry` for every spec form, :mod:`rewards.base` for the ter
 protocol, :mod:`rewards.rl_tuner` and :mod:`rewards.harmony` for the catalogue.
 """
 
-from rewards import counterpoint, harmonization, harmony, jam, ngram, rl_tuner  # noqa: F401  (registers the built-in terms)
+from rewards import counterpoint, harmonization, harmony, jam, melody, ngram, rl_tuner  # noqa: F401  (registers the built-in terms)
 from rewards.base import CompositeReward, KernelTerm, RewardSpecError, RewardTerm
 from rewards.registry import LAZY_TERMS, PRESETS, available, get, make, register, register_preset
 from rewards.scoring import score, score_steps, score_steps_batch
 
 __all__ = ["RewardTerm", "KernelTerm", "CompositeReward", "RewardSpecError", "make", "available", "get",
            "register", "register_preset", "PRESETS", "LAZY_TERMS", "score", "score_steps", "score_steps_batch",
-           "RL_TUNER_RULES", "CHORD_TERMS"]
+           "RL_TUNER_RULES", "CHORD_TERMS", "MELODY_TERMS"]
 
 #: The nine RL Tuner rules, in the paper's order.
 RL_TUNER_RULES = ("in_key", "tonic", "no_repetition", "low_autocorrelation", "motif", "repeated_motif",
@@ -24,16 +24,43 @@ RL_TUNER_RULES = ("in_key", "tonic", "no_repetition", "low_autocorrelation", "mo
 #: Chord-, key- and form-aware terms.
 CHORD_TERMS = ("chord_tone_on_strong_beat", "consonance", "cadence", "stepwise_motion",
                "leading_tone_resolution", "range", "rhythmic_variety", "rest_ratio")
+#: Time-weighted, rate, rhythm, phrase and form terms (rewards.melody): what ``theory`` is built from.
+MELODY_TERMS = melody.MELODY_TERMS
 
 # The RL Tuner's r_MT: the nine rules, unweighted (their values already carry the
 # paper's scale). The paper's c = 0.5 multiplies this by 2 next to log p (see "rl_tuner").
 register_preset("rl_tuner_theory", {name: 1.0 for name in RL_TUNER_RULES})
 
-# Everything, with the chord-aware terms scaled to matter next to the RL Tuner rules
-# (whose motif bonuses reach 3-9 per step and repetition costs 100).
-# The motif term is halved: it pays 3-4.5 at almost every step of a busy random line,
-# which would otherwise outweigh everything the other terms say about such a line.
+# The default melody reward. Nothing in it pays per note: harmony is paid per beat of
+# sound, intervals as shares of the melody's moves, motifs per bar, rhythm as the distance
+# of the note-length histogram to the corpus's, phrases per phrase; the per-note terms
+# left (no_repetition, range) only penalise. So neither a stream of 16ths nor one held
+# note can outscore a real melody, and splitting a note into repeated notes never raises
+# the score (tests/test_rewards_melody.py). Weights: one beat of chord tone = 1, a chord
+# tone on a strong beat = 3, a fully stepwise melody = 6, a tonic close by step = 9, the
+# corpus's rhythm instead of a stream of 16ths = about 17.
 register_preset("theory", {
+    "in_key_time": 4.0,
+    "chord_tone_time": 1.0,
+    "chord_tone_on_strong_beat": 3.0,
+    "stepwise_share": 6.0,
+    "leap_rate": 6.0,
+    "leap_resolution": 1.0,
+    "bar_motif": 2.0,
+    "note_length_profile": 25.0,
+    "phrase_endings": 3.0,
+    "period_form": 2.0,
+    "cadence": 6.0,
+    "no_repetition": 0.1,
+    "range": 1.0,
+    "rest_ratio": 2.0,
+})
+
+# The per-note ``theory`` of earlier versions (before issue 18), kept to compare reward
+# designs: every RL Tuner rule plus the chord-aware terms, most of them paid per note, so
+# a stream of 16ths farms it (the motif term is halved: it pays 3-4.5 at almost every
+# step of a busy random line).
+register_preset("theory_v0", {
     **{name: 1.0 for name in RL_TUNER_RULES},
     "motif": 0.5,
     "chord_tone_on_strong_beat": 3.0,

@@ -32,6 +32,7 @@ from numba import njit
 from rewards import counterpoint as CP
 from rewards import harmonization as HZ
 from rewards import harmony as H
+from rewards import melody as M
 from rewards import rl_tuner as R
 from rewards.base import KernelTerm
 
@@ -44,6 +45,8 @@ KERNEL_NAMES: tuple[str, ...] = (
     "vertical_consonance", "parallel_perfects", "direct_perfects", "contrary_motion", "voice_crossing",
     "melodic_leaps", "single_climax", "proper_cadence",
     "melody_chord_tone", "functional_progression", "harmonic_cadence", "corpus_agreement",
+    "in_key_time", "chord_tone_time", "stepwise_share", "leap_rate", "leap_resolution", "bar_motif",
+    "note_length_profile", "phrase_endings", "period_form",
 )
 KERNEL_IDS: dict[str, int] = {n: i for i, n in enumerate(KERNEL_NAMES)}
 
@@ -89,6 +92,15 @@ _melody_chord_tone = _inlined(HZ.melody_chord_tone_kernel)
 _functional_progression = _inlined(HZ.functional_progression_kernel)
 _harmonic_cadence = _inlined(HZ.harmonic_cadence_kernel)
 _corpus_agreement = _inlined(HZ.corpus_agreement_kernel)
+_in_key_time = _inlined(M.in_key_time_kernel)
+_chord_tone_time = _inlined(M.chord_tone_time_kernel)
+_stepwise_share = _inlined(M.stepwise_share_kernel)
+_leap_rate = _inlined(M.leap_rate_kernel)
+_leap_resolution = _inlined(M.leap_resolution_kernel)
+_bar_motif = _inlined(M.bar_motif_kernel)
+_note_length_profile = _inlined(M.note_length_profile_kernel)
+_phrase_endings = _inlined(M.phrase_endings_kernel)
+_period_form = _inlined(M.period_form_kernel)
 
 
 @njit(inline="always")
@@ -213,6 +225,24 @@ def step_terms_kernel(actions, active, tokens, key, chords, voice, core, consts,
             _score_batch(_harmonic_cadence, j, batch, terms, out)
         elif tid == 28:
             _score_batch(_corpus_agreement, j, batch, terms, out)
+        elif tid == 29:
+            _score_batch(_in_key_time, j, batch, terms, out)
+        elif tid == 30:
+            _score_batch(_chord_tone_time, j, batch, terms, out)
+        elif tid == 31:
+            _score_batch(_stepwise_share, j, batch, terms, out)
+        elif tid == 32:
+            _score_batch(_leap_rate, j, batch, terms, out)
+        elif tid == 33:
+            _score_batch(_leap_resolution, j, batch, terms, out)
+        elif tid == 34:
+            _score_batch(_bar_motif, j, batch, terms, out)
+        elif tid == 35:
+            _score_batch(_note_length_profile, j, batch, terms, out)
+        elif tid == 36:
+            _score_batch(_phrase_endings, j, batch, terms, out)
+        elif tid == 37:
+            _score_batch(_period_form, j, batch, terms, out)
     for b in range(out.shape[0]):
         total[b] = _row_sum(out[b])
 

@@ -28,7 +28,7 @@ from rewards.harmonization import HARMONIZATION_TERMS
 #: melody); a plain melody has none, so they must score exactly 0 on it (their rules are
 #: tested in test_counterpoint.py and test_harmonization.py).
 GIVEN_VOICE_TERMS: tuple[str, ...] = COUNTERPOINT_TERMS + HARMONIZATION_TERMS
-ALL_TERMS: tuple[str, ...] = rewards.RL_TUNER_RULES + rewards.CHORD_TERMS
+ALL_TERMS: tuple[str, ...] = rewards.RL_TUNER_RULES + rewards.CHORD_TERMS + rewards.MELODY_TERMS
 #: Every term at weight 1, so ``score_steps`` returns raw values.
 RAW_SPEC = {name: 1.0 for name in ALL_TERMS}
 
@@ -386,6 +386,181 @@ def oracle_rest_ratio(c: Composition) -> list[float]:
     return out
 
 
+# ---------------------------------------------------------------------------- melody-term oracles
+# Default parameters of rewards.melody; every value recomputed from the prefix.
+NOTE_LENGTH_EDGES = (0.0, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+DEFAULT_PROFILE = (0.07, 0.32, 0.03, 0.37, 0.04, 0.13, 0.025, 0.015)
+
+
+def tied_notes(tokens) -> list[list[int]]:
+    """[pitch, onset, end) of each note read tied through: a NOTE_ON of the pitch sounding
+    just before it (only HOLDs between) continues that note."""
+    notes: list[list[int]] = []
+    for t, a in enumerate(tokens):
+        p = pitch_of(a)
+        if a == HOLD:
+            continue
+        if notes and notes[-1][2] is None:
+            if p is not None and p == notes[-1][0]:
+                continue  # tied: the same pitch struck again
+            notes[-1][2] = t
+        if p is not None:
+            notes.append([p, t, None])
+    if notes and notes[-1][2] is None:
+        notes[-1][2] = len(tokens)
+    return notes
+
+
+def moves(tokens) -> list[tuple[int, int]]:
+    """(step, signed interval) of each change of pitch between consecutive notes."""
+    out, prev = [], None
+    for t, a in enumerate(tokens):
+        p = pitch_of(a)
+        if p is None:
+            continue
+        if prev is not None and p != prev:
+            out.append((t, p - prev))
+        prev = p
+    return out
+
+
+def _telescoped(values: list[float]) -> list[float]:
+    return [v - (values[t - 1] if t else 0.0) for t, v in enumerate(values)]
+
+
+def oracle_in_key_time(c: Composition) -> list[float]:
+    pcs, spb = key_pcs(c.key), c.meter.steps_per_beat(SPQ)
+    tokens = c.tokens.tolist()
+    return [-1.0 / spb if (p := sounding_pitch(tokens, t)) is not None and p % 12 not in pcs else 0.0
+            for t in range(len(tokens))]
+
+
+def oracle_chord_tone_time(c: Composition) -> list[float]:
+    spb = c.meter.steps_per_beat(SPQ)
+    tokens = c.tokens.tolist()
+    out = []
+    for t in range(len(tokens)):
+        p, pcs = sounding_pitch(tokens, t), chord_pcs(int(c.chords[t]))
+        if p is None or not pcs:
+            out.append(0.0)
+        elif p % 12 in pcs:
+            out.append(1.0 / spb)
+        elif (p - 1) % 12 in pcs:
+            out.append(-1.0 / spb)
+        else:
+            out.append(0.0)
+    return out
+
+
+def oracle_stepwise_share(c: Composition) -> list[float]:
+    tokens = c.tokens.tolist()
+    values = []
+    for t in range(len(tokens)):
+        m = moves(tokens[: t + 1])
+        values.append(sum(abs(d) <= 2 for _, d in m) / len(m) if m else 0.0)
+    return _telescoped(values)
+
+
+def oracle_leap_rate(c: Composition) -> list[float]:
+    tokens = c.tokens.tolist()
+    values = []
+    for t in range(len(tokens)):
+        m = moves(tokens[: t + 1])
+        r = sum(abs(d) >= 7 for _, d in m) / len(m) if m else 0.0
+        values.append(-max(0.0, r - 0.1) / 0.9)
+    return _telescoped(values)
+
+
+def oracle_leap_resolution(c: Composition) -> list[float]:
+    out = [0.0] * c.n_steps
+    m = moves(c.tokens.tolist())
+    for (_, d), (t, e) in zip(m, m[1:]):
+        if abs(d) >= 7 and not (abs(e) <= 2 and (e > 0) != (d > 0)):
+            out[t] = -1.0
+    return out
+
+
+def oracle_bar_motif(c: Composition) -> list[float]:
+    n, bar = c.n_steps, c.steps_per_bar
+    notes = tied_notes(c.tokens.tolist())
+    out = [0.0] * n
+    for t in range(n):
+        if (t + 1) % bar and t != n - 1:
+            continue
+        start = t - t % bar
+        inside = [p for p, o, _ in notes if start <= o <= t]
+        out[t] = 1.0 if len(set(inside)) >= 3 and len(inside) <= 8 else 0.0
+    return out
+
+
+def _length_bin(steps: int) -> int:
+    return max(i for i, e in enumerate(NOTE_LENGTH_EDGES) if steps / SPQ >= e)
+
+
+def oracle_note_length_profile(c: Composition) -> list[float]:
+    n = c.n_steps
+    notes = tied_notes(c.tokens.tolist())
+    values = []
+    for t in range(n):
+        done = [e - o for _, o, e in notes if e <= t or t == n - 1]
+        if not done:
+            values.append(0.0)
+            continue
+        h = [0] * len(NOTE_LENGTH_EDGES)
+        for d in done:
+            h[_length_bin(d)] += 1
+        values.append(-0.5 * sum(abs(x / len(done) - q) for x, q in zip(h, DEFAULT_PROFILE)))
+    return _telescoped(values)
+
+
+def oracle_phrase_endings(c: Composition) -> list[float]:
+    n, phrase = c.n_steps, 2 * c.steps_per_bar
+    notes = tied_notes(c.tokens.tolist())
+    out = [0.0] * n
+    for t in range(n):
+        final = t == n - 1
+        if (t + 1) % phrase and not final:
+            continue
+        start = t - t % phrase
+        inside = [x for x in notes if start <= x[1] <= t]
+        if not inside:
+            continue
+        p, o, e = inside[-1]
+        r = 1.0 if strong_beat(c.meter, o) and min(e, t + 1) - o >= SPQ else 0.0
+        if final:
+            r += 1.0 if p % 12 == c.key.tonic else 0.0
+        out[t] = r
+    return out
+
+
+def oracle_period_form(c: Composition) -> list[float]:
+    n, bar = c.n_steps, c.steps_per_bar
+    out = [0.0] * n
+    if n % bar or n // bar < 4 or (n // bar) % 2:
+        return out
+    half = n // bar // 2
+    notes = tied_notes(c.tokens.tolist())
+
+    def rel(p):
+        return (p - c.key.tonic) % 12
+
+    before = [x for x in notes if x[1] <= half * bar - 1]
+    if before and rel(before[-1][0]) in (7, 11, 2):
+        out[half * bar - 1] += 1.0
+    first = {o: p for p, o, _ in notes if o < bar}
+    back = {o - half * bar: p for p, o, _ in notes if half * bar <= o < (half + 1) * bar}
+    common = sorted(set(first) & set(back))
+    if first or back:
+        matched = 0
+        if common:
+            o0 = common[0]
+            matched = sum(first[o] - first[o0] == back[o] - back[o0] for o in common)
+        out[(half + 1) * bar - 1] += matched / max(len(first), len(back))
+    if len(notes) >= 2 and rel(notes[-1][0]) == 0 and rel(notes[-2][0]) in (2, 11, 10, 7):
+        out[n - 1] += 1.0
+    return out
+
+
 ORACLES = {
     "in_key": oracle_in_key,
     "tonic": oracle_tonic,
@@ -404,6 +579,15 @@ ORACLES = {
     "range": oracle_range,
     "rhythmic_variety": oracle_rhythmic_variety,
     "rest_ratio": oracle_rest_ratio,
+    "in_key_time": oracle_in_key_time,
+    "chord_tone_time": oracle_chord_tone_time,
+    "stepwise_share": oracle_stepwise_share,
+    "leap_rate": oracle_leap_rate,
+    "leap_resolution": oracle_leap_resolution,
+    "bar_motif": oracle_bar_motif,
+    "note_length_profile": oracle_note_length_profile,
+    "phrase_endings": oracle_phrase_endings,
+    "period_form": oracle_period_form,
     **{name: (lambda c: [0.0] * c.n_steps) for name in GIVEN_VOICE_TERMS},
 }
 

@@ -152,7 +152,7 @@ def test_smoke_benchmark_killed_mid_run_resumes_with_nothing_lost(tmp_path):
     # every run is scored under both designs and every metric, optimised or not
     scores = json.loads((out / "runs/theory-ppo-512/seed0" / EVAL_FILE).read_text())["scores"]
     assert {"objective", "reward/theory/total", "reward/chords/total", "reward/chords/consonance",
-            "reward/theory/in_key", "rl_tuner/notes_not_in_key", "muspy/pitch_class_entropy",
+            "reward/theory/in_key_time", "rl_tuner/notes_not_in_key", "muspy/pitch_class_entropy",
             "harmony/chord_tone_rate", "diversity/distinct_2"} <= set(scores)
     own = json.loads((out / "runs/chords-dqn-512/seed0" / EVAL_FILE).read_text())["scores"]
     assert own["objective"] == pytest.approx(own["reward/chords/total"])

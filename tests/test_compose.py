@@ -102,7 +102,7 @@ def test_files_read_back_as_the_piece(tmp_path, source, meter, key):
         assert xml_key.tonic.pitchClass == comp.key.tonic and (xml_key.mode == "minor") == comp.key.minor
         assert part.recurse().getElementsByClass(music21.meter.TimeSignature)[0].ratioString == meter
 
-        layout = rgb_layout(comp)
+        layout = rgb_layout(comp, crop=True)  # the piece's PNG is cropped to its range
         with Image.open(r.files["png"]) as png:
             assert png.size == (layout["width"], layout["height"])
 
@@ -118,7 +118,7 @@ def test_index_lists_every_piece_with_its_reward_terms(tmp_path):
             assert f"]({path.name})" in index
         assert r.reward_terms["total"] == pytest.approx(sum(v for k, v in r.reward_terms.items() if k != "total"))
         assert f"| {r.index} | {r.composition.title} |" in index
-    for term in ("in_key", "consonance", "cadence", "total"):
+    for term in ("in_key_time", "chord_tone_time", "cadence", "total"):
         assert f" {term} |" in index
     assert "**mean**" in index
 

@@ -288,3 +288,25 @@ def test_chord_segments_can_cover_the_planned_length():
     assert comp.chord_segments() == [(parse_chord("C"), 0, 8)]
     assert comp.chord_segments(32) == [(parse_chord("C"), 0, 16), (parse_chord("G"), 16, 16)]
     assert comp.chord_segments(100) == comp.chord_segments(32)  # never past the chord track
+
+
+def test_key_names_spell_the_tonic_as_the_key_signature_does():
+    from musicenv.theory import Key
+
+    assert Key.parse("Ab minor").name == "G# minor" and Key.parse("Db minor").name == "C# minor"
+    assert Key.parse("C# major").name == "Db major" and Key.parse("Gb major").name == "F# major"
+    assert Key.parse("Eb minor").name == "Eb minor"
+
+
+@pytest.mark.parametrize("notes, clef", [
+    ([(48, 0, 4), (50, 4, 4), (52, 8, 4), (55, 12, 4)], "BassClef"),   # C3..G3
+    ([(60, 0, 4), (67, 4, 4), (64, 8, 4), (72, 12, 4)], "TrebleClef"),  # C4..C5
+    ([(79, 0, 8), (83, 8, 8)], "TrebleClef"),
+])
+def test_melody_clef_follows_the_range(notes, clef):
+    from music21 import clef as m21clef
+
+    score = Composition.from_progression(notes_to_tokens(notes, 16), "C", key="C major").to_music21()
+    clefs = list(score.parts[0].recurse().getElementsByClass(m21clef.Clef))
+    assert [type(c).__name__ for c in clefs] == [clef]
+    assert [type(c).__name__ for c in score.parts[1].recurse().getElementsByClass(m21clef.Clef)] == ["BassClef"]

@@ -10,7 +10,15 @@ from PIL import Image
 
 from musicenv.composition import Composition
 from musicenv.encoding import TokenGrid, notes_to_tokens
-from musicenv.render import render_ansi, render_rgb, rgb_layout, save_png, write_atomically
+from musicenv.render import (
+    RGB_HEADER_H,
+    RGB_KEYBOARD_W,
+    render_ansi,
+    render_rgb,
+    rgb_layout,
+    save_png,
+    write_atomically,
+)
 from musicenv.theory import resolve_progression
 
 C_MAJOR_SCALE = [(60, 0, 4), (62, 4, 4), (64, 8, 4), (65, 12, 4), (67, 16, 4), (69, 20, 4), (71, 24, 4), (72, 28, 4)]
@@ -162,7 +170,24 @@ def test_save_png_has_the_picture_size(tmp_path):
     with Image.open(path) as im:
         assert im.format == "PNG"
         saved = np.asarray(im.convert("RGB"))
-    assert np.array_equal(saved, render_rgb(comp, n_steps=64, title="scale"))
+    assert np.array_equal(saved, render_rgb(comp, n_steps=64, title="scale", crop=True))
+
+
+def test_cropped_picture_shows_the_range_used_and_names_c_and_the_tonic():
+    comp = Composition(notes_to_tokens([(66, 0, 4), (68, 4, 4), (73, 8, 8)], n_steps=16), key="F# minor")
+    lay = rgb_layout(comp, crop=True)
+    assert (lay["low"], lay["high"]) == (63, 75)  # F#4..C#5 with 2 semitones each side, widened to an octave
+    full, cropped = render_rgb(comp), render_rgb(comp, crop=True)
+    assert cropped.shape[0] == lay["height"] < full.shape[0]
+    assert lay["left"] > rgb_layout(comp)["left"]  # a strip for the pitch names
+    strip = cropped[RGB_HEADER_H:, : lay["left"] - RGB_KEYBOARD_W]
+
+    def row_has_text(pitch):
+        y = (lay["high"] - pitch) * lay["px_per_pitch"]
+        return (strip[y: y + lay["px_per_pitch"]] < 128).any()
+
+    assert row_has_text(72) and row_has_text(66)  # C5 and the tonic F#4 are named
+    assert not row_has_text(68)  # G#4 is not
 
 
 # ---- safe writing ------------------------------------------------------------------------

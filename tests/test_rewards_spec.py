@@ -41,8 +41,10 @@ def test_make_a_term_by_name():
 def test_make_a_preset_by_name():
     reward = rewards.make("theory")
     preset = rewards.PRESETS["theory"]
-    assert set(reward.names) == set(ALL_TERMS) == set(preset)
+    assert set(reward.names) == set(preset) and set(preset) <= set(ALL_TERMS)
     assert dict(zip(reward.names, reward.weights)) == {n: float(w) for n, w in preset.items()}
+    old = rewards.make("theory_v0")  # the per-note preset before issue 18: every RL Tuner rule and chord term
+    assert set(old.names) == set(rewards.RL_TUNER_RULES + rewards.CHORD_TERMS)
     assert rewards.make("rl_tuner_theory").names == rewards.RL_TUNER_RULES
 
 
@@ -86,10 +88,10 @@ def test_make_from_a_yaml_file(tmp_path, suffix):
     for spec in (path, str(path)):
         reward = rewards.make(spec)
         terms = terms_of(reward)
-        assert set(reward.names) == set(ALL_TERMS)
-        assert terms["in_key"][1] == 3.0  # 2 + the preset's 1
+        assert set(reward.names) == set(rewards.PRESETS["theory"]) | {"in_key"}
+        assert terms["in_key"][1] == 2.0  # theory has no per-note in_key: only the file's 2
         assert terms["range"][1] == 0.5 + rewards.PRESETS["theory"]["range"]
-        assert terms["motif"][1] == rewards.PRESETS["theory"]["motif"]
+        assert terms["note_length_profile"][1] == rewards.PRESETS["theory"]["note_length_profile"]
 
 
 def test_yaml_with_a_list_or_a_name(tmp_path):
@@ -125,8 +127,9 @@ def test_presets_merge_by_adding_weights():
     reward = rewards.make({"theory": 1.0, "rl_tuner_theory": 2.0})
     weights = dict(zip(reward.names, reward.weights))
     theory = rewards.PRESETS["theory"]
-    for name in ALL_TERMS:
-        assert weights[name] == theory[name] + (2.0 if name in rewards.RL_TUNER_RULES else 0.0)
+    assert set(weights) == set(theory) | set(rewards.RL_TUNER_RULES)
+    for name in weights:
+        assert weights[name] == theory.get(name, 0.0) + (2.0 if name in rewards.RL_TUNER_RULES else 0.0)
     listed = rewards.make(["rl_tuner_theory", "in_key"])
     assert listed.names == rewards.RL_TUNER_RULES
     assert dict(zip(listed.names, listed.weights))["in_key"] == 2.0

@@ -113,6 +113,8 @@ def test_every_algorithm_trains_and_writes_a_complete_run_directory(tmp_path, al
         # the terms are the reward, split up: their means add up to the mean reward
         assert sum(summary["terms"].values()) == pytest.approx(summary["reward_mean"])
         assert 0.0 <= summary["metrics"]["rl_tuner/notes_not_in_key"] <= 1.0
+        # the style yardstick against real melodies (3 pieces: too few for the two-sample test)
+        assert 0.0 <= summary["metrics"]["style/distance"] <= 1.0 and "style/notes_per_bar" in summary["metrics"]
     assert set(final["baselines"]["random"]["terms"]) == set(REWARD)
 
     model, cfg = load_run(run)
