@@ -219,7 +219,7 @@ class MusicEvalCallback(BaseCallback):
             self.env = None
 
     def evaluate(self) -> None:
-        from agents.train import ModelPolicy
+        from agents.sampling import ModelPolicy
 
         if self.env is None:
             raise RuntimeError("MusicEvalCallback.evaluate() runs only during training (no eval env yet)")

@@ -96,7 +96,7 @@ from numba import njit
 from torch import nn
 from torch.nn import functional as F
 
-from agents.checkpoint import (
+from agents.models.checkpoint import (
     check_grid,
     grid_from_metadata,
     grid_metadata,
@@ -929,7 +929,7 @@ def train(model: NoteRNN, train_corpus, valid_corpus, *, augment: bool | str = T
 
 # ---------------------------------------------------------------------------- reward term
 def _load_frozen(path: Path) -> NoteRNN:
-    from agents.frozen import load_frozen
+    from agents.models.checkpoint import load_frozen
 
     return load_frozen(NoteRNN.load, path, CheckpointError, "note-RNN")
 
@@ -1421,16 +1421,3 @@ def _prior_source(env, *, argument: str | None, temperature: float, style: str |
     except ValueError as e:
         raise ValueError(f"source prior: {e}") from e
     return lambda seed: PriorPolicy(env, temperature=temperature, seed=seed, checkpoint=checkpoint, style=style)
-
-
-def _register_compose_source() -> None:
-    try:
-        from musicenv.compose import register_source
-    except ImportError:  # compose is optional
-        return
-    register_source("prior", _prior_source, summary="a pretrained note-RNN prior (--prior, default the general "
-                    "one) sampled at a temperature in the env's key and chords (--style bach|essen|oneills)",
-                    uses_temperature=True, replace=True, options=("style", "prior"))
-
-
-_register_compose_source()

@@ -72,7 +72,7 @@ register_preset("theory_v0", {
     "rhythmic_variety": 6.0,
     "rest_ratio": 4.0,
 })
-LAZY_TERMS["discriminator"] = "agents.gan:DiscriminatorReward"
+LAZY_TERMS["discriminator"] = "agents.models.discriminator:DiscriminatorReward"
 LAZY_TERMS["prior_log_likelihood"] = "agents.note_rnn:PriorLogLikelihood"
 LAZY_TERMS["preference"] = "musicenv.study.reward:PreferenceReward"
 # The RL Tuner's reward (Jaques et al. 2017, eq. 3): r = log p(a|s) + r_MT / c with the paper's c = 0.5.

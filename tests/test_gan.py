@@ -341,7 +341,9 @@ def test_cli_registers_train_gan_and_eval_gan():
 def test_gan_compose_source_plays_one_generated_line_per_episode(tiny_checkpoint: Path,
                                                                  monkeypatch: pytest.MonkeyPatch):
     compose = pytest.importorskip("musicenv.compose")
-    monkeypatch.setattr(gan, "DEFAULT_GAN", tiny_checkpoint)
+    import agents.models.gan as gan_model
+
+    monkeypatch.setattr(gan_model, "DEFAULT_GAN", tiny_checkpoint)  # MelodyGAN.load()'s default
     info, argument = compose.get_source("gan")
     env = gym.make("MusicComposition-v0", reward="in_key", key="G major")
     make_policy = info.factory(env, argument=argument, temperature=1.0)

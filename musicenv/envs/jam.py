@@ -11,6 +11,7 @@ rule-based or random accompanist, or a trained run).
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -366,6 +367,11 @@ def _is_run_dir(x: Any) -> bool:
     return isinstance(x, (str, os.PathLike)) and os.path.isdir(x) and os.path.isfile(os.path.join(x, "config.yml"))
 
 
+#: Entry point of the loader of a ``musicenv train`` run directory (training: torch and
+#: SB3), imported the first time a run plays a partner; envs never import training code.
+RUN_LOADER = "agents.train.restore:load_run"
+
+
 class _RunPolicy:
     """A trained run (``musicenv train`` directory) acting greedily on the other
     agent's observation; loaded lazily (needs torch) and not pickled."""
@@ -376,9 +382,8 @@ class _RunPolicy:
 
     def predict(self, obs: dict[str, np.ndarray], masks: np.ndarray | None) -> np.ndarray:
         if self._model is None:
-            from agents.train import load_run
-
-            self._model, _ = load_run(self.path)
+            module, _, name = RUN_LOADER.partition(":")
+            self._model, _ = getattr(importlib.import_module(module), name)(self.path)
         kwargs = {"action_masks": masks} if masks is not None and "Maskable" in type(self._model).__name__ else {}
         actions, _ = self._model.predict(obs, deterministic=True, **kwargs)
         return np.asarray(actions, dtype=np.int64).reshape(-1)

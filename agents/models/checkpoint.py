@@ -5,14 +5,17 @@ A checkpoint is ``torch.save`` of a plain dict: ``format`` (a name such as
 ``state_dict`` (tensors only), plus model-specific entries of tensors. It is read back
 with ``torch.load(weights_only=True)``, so loading never runs pickled code. Each model
 module keeps its own ``CheckpointError`` and layout; the reading and writing, and the
-error messages for a missing, corrupt, foreign or mismatched file, are here.
+error messages for a missing, corrupt, foreign or mismatched file, are here; and
+:func:`load_frozen`, one frozen copy per checkpoint file shared by every learned reward
+term and observation (a term evaluated in many envs loads its model once; an
+overwritten file, told by its modification time and size, is reloaded).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from torch import nn
 from musicenv.encoding import TokenGrid
 
 __all__ = ["write_checkpoint", "read_checkpoint", "grid_metadata", "grid_from_metadata", "check_grid",
-           "load_weights"]
+           "load_weights", "load_frozen"]
 
 ENVELOPE_KEYS = ("format", "format_version", "metadata", "state_dict")
 
@@ -117,3 +120,24 @@ def load_weights(model: nn.Module, payload: dict[str, Any], path: Path, what: st
     except RuntimeError as e:
         raise error(f"{what} checkpoint {path}: weights do not fit its config ({e})") from e
     model.eval()
+
+
+_CACHE: dict[tuple[str, str, int, int], Any] = {}
+
+
+def load_frozen(load: Callable[[Path], Any], path: Path, error: type[Exception], what: str) -> Any:
+    """``load(path)`` once per checkpoint file, with every parameter frozen.
+
+    Raises ``error`` naming ``what`` and the path if the file does not exist.
+    """
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise error(f"{what} checkpoint {path} does not exist") from e
+    key = (getattr(load, "__qualname__", repr(load)), str(path), st.st_mtime_ns, st.st_size)
+    if key not in _CACHE:
+        model = load(path)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        _CACHE[key] = model
+    return _CACHE[key]
