@@ -105,7 +105,7 @@ from agents.models.checkpoint import (
     write_checkpoint,
 )
 from musicenv.encoding import DEFAULT_GRID, FIRST_PITCH_TOKEN, TokenGrid
-from musicenv.theory import N_CHORDS, N_KEYS, NO_CHORD, Meter, transpose_chords, transpose_key
+from musicenv.theory import CHORD_ROOT, KEY_TONIC, N_CHORDS, N_KEYS, NO_CHORD, Meter, transpose_chords, transpose_key
 from rewards.base import RewardSpecError, RewardTerm
 from rewards.ngram import all_key_transpositions, best_shift, transpose
 
@@ -138,6 +138,10 @@ CONDITIONS = ("chord", "key", "position", "meter", "next_chord", "style")
 #: Groups of contexts dropped together by conditioning dropout (see :func:`train`).
 CONTEXT_GROUPS: tuple[tuple[str, ...], ...] = (("key",), ("meter", "position"), ("chord", "next_chord"), ("style",))
 IGNORE = -100  # target of padding positions
+# tonic of each key id and root of each chord code (N.C. -1), each with a last entry -1
+# for "not given" (id -1 indexes it)
+_KEY_TONIC_T = torch.tensor([*KEY_TONIC.tolist(), -1], dtype=torch.long)
+_CHORD_ROOT_T = torch.tensor([*CHORD_ROOT.tolist(), -1], dtype=torch.long)
 
 
 class CheckpointError(ValueError):
@@ -169,6 +173,9 @@ class NoteRNNConfig:
         relative_pitch: add relative-pitch features (see :class:`NoteRNN`): the interval of
             each input note from the previous pitch, and an output head that scores each
             candidate pitch by its interval from the last pitch, shared by all keys.
+        harmonic_pitch: output heads that score each candidate pitch by its pitch class
+            above the given key's tonic and above the given chord's root (see
+            :class:`NoteRNN`); needs ``"key"`` or ``"chord"`` in ``conditioning``.
     """
 
     arch: str = "lstm"
@@ -183,6 +190,7 @@ class NoteRNNConfig:
     relative_pitch: bool = False
     missing_context: bool = False
     styles: tuple[str, ...] = ()
+    harmonic_pitch: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -202,6 +210,11 @@ class NoteRNNConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.relative_pitch, bool):
             raise ValueError(f"relative_pitch must be True or False, got {self.relative_pitch!r}")
+        if not isinstance(self.harmonic_pitch, bool):
+            raise ValueError(f"harmonic_pitch must be True or False, got {self.harmonic_pitch!r}")
+        if self.harmonic_pitch and not {"key", "chord"} & set(self.conditioning):
+            raise ValueError("harmonic_pitch scores pitches against the key and chord: it needs 'key' or 'chord' "
+                             f"in conditioning, got {list(self.conditioning)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.arch == "transformer" and self.hidden_size % self.n_heads:
@@ -275,6 +288,13 @@ class NoteRNN(nn.Module):
     0.63 vs 0.76). The absolute embedding and output still carry register. The model
     stays token-only: the anchors are functions of the tokens, and recurrent states
     carry them.
+
+    With ``harmonic_pitch`` (a model conditioned on ``key`` and/or ``chord``) the logit
+    of each NOTE_ON token also adds ``key_out(h)[(pc - tonic) % 12]`` when the step's key
+    is given and ``chord_out(h)[(pc - root) % 12]`` when its chord is given (not N.C.):
+    the pitch class as a scale degree and as a chord degree. Like the relative-pitch
+    head these are the same in every key, so "chord tones on the strong beats" is
+    learnt once for all twelve roots instead of through the absolute embeddings.
     """
 
     def __init__(self, config: NoteRNNConfig | None = None, grid: TokenGrid = DEFAULT_GRID,
@@ -316,6 +336,13 @@ class NoteRNN(nn.Module):
             # pitch class above the melody's first pitch: 0..11; input also 12 first pitch, 13 not a pitch
             self.opening_embed = nn.Embedding(14, width)
             self.opening_out = nn.Linear(c.hidden_size, 12)
+        # pitch class of each pitch index: (index + pc_offset) % 12
+        self.pc_offset = grid.min_pitch % 12
+        if c.harmonic_pitch:
+            if "key" in c.conditioning:
+                self.key_out = nn.Linear(c.hidden_size, 12)
+            if "chord" in c.conditioning:
+                self.chord_out = nn.Linear(c.hidden_size, 12)
 
     @property
     def vocab_size(self) -> int:
@@ -361,6 +388,21 @@ class NoteRNN(nn.Module):
         notes = notes + torch.where(first[..., None] >= 0, opening, torch.zeros_like(opening))
         return torch.cat([logits[..., :FIRST_PITCH_TOKEN], notes], dim=-1)
 
+    def _harmonic_logits(self, logits: torch.Tensor, h: torch.Tensor,
+                         cond: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """Add the scale-degree and chord-degree heads to the NOTE_ON logits."""
+        P = self.n_pitches
+        pcs = (torch.arange(P, device=h.device) + self.pc_offset) % 12
+        notes = logits[..., FIRST_PITCH_TOKEN:]
+        for name, head, table in (("key", "key_out", _KEY_TONIC_T), ("chord", "chord_out", _CHORD_ROOT_T)):
+            ids = None if cond is None else cond.get(name)
+            if not hasattr(self, head) or ids is None:
+                continue
+            anchor = table.to(h.device)[ids.clamp(min=-1)]  # -1 (not given) -> the table's last row, -1
+            term = getattr(self, head)(h).gather(-1, ((pcs - anchor[..., None]) % 12).expand(*h.shape[:-1], P))
+            notes = notes + torch.where(anchor[..., None] >= 0, term, torch.zeros_like(term))
+        return torch.cat([logits[..., :FIRST_PITCH_TOKEN], notes], dim=-1)
+
     def _inputs(self, inputs: torch.Tensor, cond: dict[str, torch.Tensor] | None) -> torch.Tensor:
         x = self.embed(inputs)
         c = self.config
@@ -402,7 +444,10 @@ class NoteRNN(nn.Module):
                 x = block(x, bias)
             h = self.drop(self.ln_f(x))
             logits = self.out(h)
-            return (self._relative_logits(logits, h, last, first) if relative else logits), None
+            logits = self._relative_logits(logits, h, last, first) if relative else logits
+            if self.config.harmonic_pitch:
+                logits = self._harmonic_logits(logits, h, cond)
+            return logits, None
         if state is not None and self.config.arch == "gru":
             state = state[0]
         h, new = self.rnn(self.drop(x), state)
@@ -412,6 +457,8 @@ class NoteRNN(nn.Module):
         if relative:
             logits = self._relative_logits(logits, h, last, first)
             new = (*new, torch.stack([last[:, -1], first[:, -1]], dim=1))
+        if self.config.harmonic_pitch:
+            logits = self._harmonic_logits(logits, h, cond)
         return logits, new
 
     # -- incremental API ---------------------------------------------------------------
@@ -963,20 +1010,28 @@ def _lstm_first_gates(tokens, anchors, begin, n_pitches, t_embed, t_interval, t_
 
 
 @njit(cache=True)
-def _logits_from_heads(heads, V, n_pitches, anchors, relative, out):  # pragma: no cover - compiled
-    """Next-token log-probabilities from the stacked output heads [out | relative | opening]
-    (the relative-pitch logits of NoteRNN._relative_logits, then log-softmax)."""
+def _logits_from_heads(heads, V, n_pitches, anchors, relative, tonic, root, off_key, off_chord, pc_offset,
+                       out):  # pragma: no cover - compiled
+    """Next-token log-probabilities from the stacked output heads [out | relative | opening
+    | key | chord] (the logits of NoteRNN._relative_logits and NoteRNN._harmonic_logits,
+    then log-softmax). ``tonic`` / ``root`` (B,): -1 where not given; ``off_key`` /
+    ``off_chord``: column of that head in ``heads``, -1 if the model has none."""
     B = heads.shape[0]
     P = n_pitches
     for b in range(B):
         last, first = anchors[b, 0], anchors[b, 1]
         for a in range(V):
             x = heads[b, a]
-            if relative and a >= 2:
+            if a >= 2:
                 p = a - 2
-                x += heads[b, V + (p - last + P - 1 if last >= 0 else 2 * P - 1)]
-                if first >= 0:
-                    x += heads[b, V + 2 * P + (p - first) % 12]
+                if relative:
+                    x += heads[b, V + (p - last + P - 1 if last >= 0 else 2 * P - 1)]
+                    if first >= 0:
+                        x += heads[b, V + 2 * P + (p - first) % 12]
+                if off_key >= 0 and tonic[b] >= 0:
+                    x += heads[b, off_key + (p + pc_offset - tonic[b]) % 12]
+                if off_chord >= 0 and root[b] >= 0:
+                    x += heads[b, off_chord + (p + pc_offset - root[b]) % 12]
             out[b, a] = x
         # log-softmax in place (one pass for the max, one for the sum)
         mx = out[b, 0]
@@ -1064,9 +1119,25 @@ class LSTMStepper:
         if self.relative:
             heads_w += [sd["relative_out.weight"], sd["opening_out.weight"]]
             heads_b += [sd["relative_out.bias"], sd["opening_out.bias"]]
+        # harmonic heads: their column in the stacked heads (-1: none), and per stacked
+        # context row the key's tonic / chord's root (-1 for N.C. and "not given")
+        self.pc_offset = model.pc_offset
+        self.off_key = self.off_chord = -1
+        for name, attr in (("key", "off_key"), ("chord", "off_chord")):
+            if c.harmonic_pitch and name in self.conditioning:
+                setattr(self, attr, sum(w.shape[0] for w in heads_w))
+                heads_w.append(sd[f"{name}_out.weight"])
+                heads_b.append(sd[f"{name}_out.bias"])
+        self.row_tonic = np.full(self.t_cond.shape[0] + 1, -1, dtype=np.int64)  # last entry: no context
+        self.row_root = self.row_tonic.copy()
+        for name, table, anchor in (("key", self.row_tonic, KEY_TONIC), ("chord", self.row_root, CHORD_ROOT)):
+            if name in self.conditioning:
+                o = self.offsets[name]
+                table[o:o + len(anchor)] = anchor
         self.w_heads = t(np.ascontiguousarray(np.concatenate(heads_w).T))
         self.b_heads = t(np.concatenate(heads_b).astype(np.float32))
         self.n_layers, self.H = c.num_layers, H
+        self._none = np.full(0, -1, dtype=np.int64)
 
     def context_rows(self, cond: dict[str, Any] | None, shape: int | tuple[int, ...]) -> np.ndarray:
         """Rows of the stacked context table for ``cond``: shape ``(*shape, n_conditions)``;
@@ -1101,8 +1172,14 @@ class LSTMStepper:
         first = np.empty((B, 4 * self.H), dtype=np.float32)
         _lstm_first_gates(tokens, anchors, self.begin, self.P, self.t_embed, self.t_interval, self.t_opening,
                           first, new_anchors)
+        tonic = root = self._none
         if self.conditioning:
-            _add_context_rows(first, self.t_cond, self.context_rows(cond, B) if rows is None else rows)
+            rows = self.context_rows(cond, B) if rows is None else rows
+            _add_context_rows(first, self.t_cond, rows)
+            if self.off_key >= 0:
+                tonic = self.row_tonic[rows[:, self.conditioning.index("key")]]
+            if self.off_chord >= 0:
+                root = self.row_root[rows[:, self.conditioning.index("chord")]]
         gates = torch.from_numpy(first)
         x = None
         with torch.no_grad():
@@ -1116,7 +1193,8 @@ class LSTMStepper:
                 x = torch.mul(c_k, 2, out=h_new[k]).sigmoid_().mul_(2).sub_(1).mul_(o)  # o tanh(c)
             heads = torch.addmm(self.b_heads, x, self.w_heads).numpy()
         logp = np.empty((B, self.V), dtype=np.float32)
-        _logits_from_heads(heads, self.V, self.P, new_anchors, self.relative, logp)
+        _logits_from_heads(heads, self.V, self.P, new_anchors, self.relative, tonic, root, self.off_key,
+                           self.off_chord, self.pc_offset, logp)
         new = (h_new, c_new)
         if self.relative:
             new = (*new, torch.from_numpy(new_anchors))
