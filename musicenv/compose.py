@@ -266,7 +266,7 @@ register_source("rule", _rule_source,
                 summary="rule-based composer: chord tones on strong beats, scale steps between, tonic at both ends")
 
 # The learned sources: the model layer (torch, no SB3), imported when first used.
-register_source("prior", "agents.note_rnn:_prior_source", uses_temperature=True, options=("style", "prior"),
+register_source("prior", "agents.models.prior:prior_source", uses_temperature=True, options=("style", "prior"),
                 summary="a pretrained note-RNN prior (--prior, default the general one) sampled at a temperature "
                         "in the env's key and chords (--style bach|essen|oneills)")
 register_source("gan", "agents.models.discriminator:gan_source", uses_temperature=True,

@@ -73,7 +73,7 @@ register_preset("theory_v0", {
     "rest_ratio": 4.0,
 })
 LAZY_TERMS["discriminator"] = "agents.models.discriminator:DiscriminatorReward"
-LAZY_TERMS["prior_log_likelihood"] = "agents.note_rnn:PriorLogLikelihood"
+LAZY_TERMS["prior_log_likelihood"] = "agents.models.prior:PriorLogLikelihood"
 LAZY_TERMS["preference"] = "musicenv.study.reward:PreferenceReward"
 # The RL Tuner's reward (Jaques et al. 2017, eq. 3): r = log p(a|s) + r_MT / c with the paper's c = 0.5.
 # Its log p is the token-only Bach prior ("bach"), so the reproduction stays comparable with the paper.

@@ -247,7 +247,7 @@ class BatchedComposer(ABC):
 
     def _add_prior_observation(self, checkpoint: bool | str | os.PathLike) -> None:
         """Append the ``prior`` block: log p(next token | tokens so far) under a frozen
-        note-RNN (agents.note_rnn.PriorTracker), V entries after every other block, so
+        note-RNN (agents.models.prior.PriorTracker), V entries after every other block, so
         the compiled observe kernels write the rest unchanged."""
         if checkpoint is True:
             checkpoint = "default"
@@ -256,7 +256,8 @@ class BatchedComposer(ABC):
         if opts or not isinstance(checkpoint, (str, os.PathLike)) or checkpoint == "":
             raise ValueError(f"observe_prior must be False, True, 'default', 'bach', 'small', a note-RNN checkpoint "
                              f"path or {{checkpoint: ..., style: bach|essen|oneills}}, got {checkpoint!r} {opts or ''}")
-        from agents.note_rnn import PriorLogLikelihood, PriorTracker, prior_path
+        from agents.models.note_rnn import prior_path
+        from agents.models.prior import PriorLogLikelihood, PriorTracker
 
         # A prior_log_likelihood term of the same prior already tracks exactly this (its
         # step runs before the observation is written): share its tracker, one LSTM step.
