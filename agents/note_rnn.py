@@ -7,55 +7,8 @@ layer, :mod:`agents.models.note_rnn`; the compiled LSTM step in
 :mod:`agents.models.prior`. Their public names are re-exported here, so
 ``from agents.note_rnn import NoteRNN, load_prior`` keeps working.
 
-Models
-------
-:class:`NoteRNN` predicts the next token of a melody on the env's grid
-(:mod:`musicenv.encoding`: REST, HOLD, NOTE_ON(pitch); V = 38 by default) from the
-tokens before it. Its input vocabulary adds ``BEGIN`` (index V), fed before the first
-token, so the first token is predicted too. Three architectures share one interface
-(:class:`NoteRNNConfig`):
-
-* ``"lstm"`` / ``"gru"``: token embedding -> ``num_layers`` recurrent layers of
-  ``hidden_size`` (dropout between layers and before the output) -> V logits;
-* ``"transformer"``: a small causal pre-LayerNorm Transformer of ``num_layers`` blocks,
-  width ``hidden_size``, ``n_heads`` heads, with ALiBi position biases (no position
-  table, so it scores melodies of any length).
-
-``relative_pitch`` adds features computed from the tokens themselves: the interval
-from the last pitch and the pitch class above the melody's first pitch, on input and
-output (see :class:`NoteRNN`); they make what is learnt in one key serve all twelve.
-
-Optional conditioning (``conditioning``, any of :data:`CONDITIONS`) adds to the input at
-step t an embedding of each context of the step being predicted: the chord code at step
-t (:mod:`musicenv.theory`, ``NO_CHORD`` included), the next different chord of the
-progression (``next_chord``), the key index (0..23), the meter, the step's position in
-its bar (``t % steps_per_bar``; melodies start on a downbeat, see :mod:`musicenv.corpus`)
-and a style (collection) id. With ``missing_context`` each table has one more row for
-"not given" (id -1), and :func:`train`'s conditioning dropout teaches the model to score
-with any subset of its context, down to bare tokens.
-
-Shipped priors (:data:`PRIOR_NAMES`; every place a prior is named takes these names or a
-checkpoint path):
-
-* ``"default"`` (:data:`DEFAULT_PRIOR`): the general melody prior, a 1 x 64 LSTM with
-  relative-pitch features conditioned on key, meter, position, current and next chord
-  and style, trained on the Bach chorale sopranos, the Essen folk songs and O'Neill's
-  Irish tunes (:mod:`musicenv.melodies`) in all 12 keys; command, NLL tables and training
-  record in ``note_rnn_default.metrics.json``; ``musicenv evaluate-prior`` prints its
-  per-collection and leave-one-collection-out tables.
-* ``"bach"`` (:data:`BACH_PRIOR`): token-only, like the RL Tuner's Note RNN: a 2-layer
-  LSTM of width 128 with relative-pitch features (255k parameters, 1 MB), trained on the
-  Bach chorale sopranos in all 12 keys by ``musicenv pretrain --corpus bach --out
-  agents/pretrained/note_rnn_bach.pt`` (1400 updates, about 11 minutes on 2 cores); test
-  NLL 0.534 nats/token against 0.730 for the best n-gram (``note_rnn_bach.metrics.json``).
-  The RL Tuner reproduction uses it.
-* ``"small"`` (:data:`SMALL_PRIOR`): a 1 x 64 Bach prior with the same test NLL.
-
-Incremental use (reward terms, policies): :meth:`NoteRNN.initial_state`,
-:meth:`NoteRNN.step` (one token per row -> next-token logits and the new state) and
-:meth:`NoteRNN.log_probs`. States are tuples of tensors; :meth:`NoteRNN.select_state`
-and :meth:`NoteRNN.merge_state` pick and replace rows, so each composition of a batch
-carries its own state and can be reset alone.
+The models, the shipped priors (``default``, ``bach``, ``small``), incremental use and
+the checkpoint format are described in :mod:`agents.models.note_rnn`.
 
 Training
 --------
@@ -73,17 +26,6 @@ NLL (:func:`evaluate_nll`) is in nats per token over whole held-out melodies: ev
 token from the first, each predicted from BEGIN and the tokens before it, summed over
 all melodies and divided by their total length (the n-gram baselines in
 :mod:`rewards.ngram` are scored the same way).
-
-Checkpoints
------------
-``torch.save`` of a plain dict: ``format`` (``"musicenv.note_rnn"``), ``format_version``,
-``metadata`` (a JSON string: config, grid, vocabulary, corpus, training, metrics) and
-``state_dict`` (tensors only), read back with ``torch.load(weights_only=True)``.
-:meth:`NoteRNN.load` raises :class:`CheckpointError` naming the problem for a missing,
-corrupt or foreign file, a missing key, a format version it does not know, or a grid or
-vocabulary different from the one asked for. ``NoteRNN.load()`` with no argument loads the
-general prior (:data:`DEFAULT_PRIOR`); ``NoteRNN.load("bach")`` and every other name of
-:data:`PRIOR_NAMES` work too.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from agents.models.checkpoint import load_frozen
+from agents.models.checkpoint import grid_difference, load_frozen
 from agents.models.gan import (
     DEFAULT_GAN,
     CheckpointError,
@@ -158,11 +158,8 @@ class DiscriminatorReward(RewardTerm):
 
         model = self.model
         if model.grid != batch.grid:
-            g, e = model.grid, batch.grid
-            raise RewardSpecError(
-                f"discriminator: the GAN was trained on pitches {g.min_pitch}..{g.max_pitch} at "
-                f"{g.steps_per_quarter} steps per quarter; the environment uses {e.min_pitch}..{e.max_pitch} at "
-                f"{e.steps_per_quarter}")
+            raise RewardSpecError(f"discriminator: the GAN was {grid_difference(model.grid, batch.grid)}, the "
+                                  "environment's grid")
         bar = int(batch.consts[K_STEPS_PER_BAR])
         if bar != model.config.steps_per_bar:
             raise RewardSpecError(f"discriminator: the GAN's bars have {model.config.steps_per_bar} steps "

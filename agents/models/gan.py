@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from agents.models import PRETRAINED_DIR
 from agents.models.checkpoint import (
     check_grid,
+    config_from_dict,
     grid_from_metadata,
     grid_metadata,
     load_weights,
@@ -212,11 +213,7 @@ class GANConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GANConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown GAN config keys {unknown}")
-        return cls(**data)
+        return config_from_dict(cls, data, "GAN config")
 
 
 def context_features(config: GANConfig, keys: np.ndarray | torch.Tensor, chords: np.ndarray | torch.Tensor | None,

@@ -75,7 +75,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,7 @@ from torch.nn import functional as F
 from agents.models import PRETRAINED_DIR
 from agents.models.checkpoint import (
     check_grid,
+    config_from_dict,
     grid_from_metadata,
     grid_metadata,
     load_weights,
@@ -224,11 +225,7 @@ class NoteRNNConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NoteRNNConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; accepted: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "config")
 
 
 # ---------------------------------------------------------------------------- transformer parts

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from agents.models.checkpoint import grid_difference
 from agents.models.note_rnn import CheckpointError, NoteRNN, load_prior
 from agents.models.stepper import LSTMStepper
 from musicenv.theory import (
@@ -92,11 +93,7 @@ class PriorTracker:
             self._ctx = np.zeros((batch.batch_size, batch.n_steps, len(model.config.conditioning)), dtype=np.int64)
 
         if model.grid != batch.grid:
-            g, e = model.grid, batch.grid
-            raise ValueError(
-                f"the prior was trained on pitches {g.min_pitch}..{g.max_pitch} at "
-                f"{g.steps_per_quarter} steps per quarter ({g.vocab_size} tokens); the environment uses "
-                f"{e.min_pitch}..{e.max_pitch} at {e.steps_per_quarter} ({e.vocab_size} tokens)")
+            raise ValueError(f"the prior was {grid_difference(model.grid, batch.grid)}, the environment's grid")
         self.model = model
         self._bar = int(batch.consts[K_STEPS_PER_BAR])
         if "position" in model.config.conditioning and self._bar > model.config.bar_positions:
