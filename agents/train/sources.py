@@ -1,6 +1,6 @@
 """``musicenv compose`` sources that play a run directory's agent: ``run:RUN_DIR``
-(sampled), ``run-greedy:RUN_DIR`` and ``run-unsafe-sb3-zip:RUN_DIR`` (declared in
-:data:`musicenv.sources.SOURCE_PROVIDERS`, imported on first use)."""
+(sampled), ``run-greedy:RUN_DIR`` and ``run-unsafe-sb3-zip:RUN_DIR``, registered in
+:mod:`musicenv.compose` by their entry points here and imported on first use."""
 
 from __future__ import annotations
 
