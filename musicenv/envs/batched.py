@@ -247,7 +247,7 @@ class BatchedComposer(ABC):
 
     def _add_prior_observation(self, checkpoint: bool | str | os.PathLike) -> None:
         """Append the ``prior`` block: log p(next token | tokens so far) under a frozen
-        note-RNN (agents.models.prior.PriorTracker), V entries after every other block, so
+        note-RNN (agents.note_rnn.PriorTracker), V entries after every other block, so
         the compiled observe kernels write the rest unchanged."""
         if checkpoint is True:
             checkpoint = "default"
