@@ -66,8 +66,6 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
-from musicenv.encoding import DEFAULT_GRID
-
 __all__ = ["parallel_env", "env", "raw_env", "AGENTS"]
 
 AGENTS = ("melody", "chords")
@@ -79,9 +77,8 @@ class raw_env(ParallelEnv):  # noqa: N801  (PettingZoo's naming)
     metadata = {"name": "jam_v0", "render_modes": ["ansi", "rgb_array"], "is_parallelizable": True, "render_fps": 4}
 
     def __init__(self, *, melody_reward: Any = "jam_melody", chords_reward: Any = "jam_chords", key: Any = "random",
-                 n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = DEFAULT_GRID.steps_per_quarter,
-                 min_pitch: int = DEFAULT_GRID.min_pitch, max_pitch: int = DEFAULT_GRID.max_pitch,
-                 history_length: int = 8, tempo: float = 100.0,
+                 n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
+                 max_pitch: int = 83, history_length: int = 8, tempo: float = 100.0,
                  render_mode: str | None = None) -> None:
         from musicenv.envs.jam import Duet
         from musicenv.envs.music_composition import _resolve_keys

@@ -20,7 +20,7 @@ from gymnasium import spaces
 
 from musicenv.composition import Composition
 from musicenv.core import C_END, C_EVENT_START, C_LAST_PITCH, C_T, CompositionBatch
-from musicenv.encoding import DEFAULT_GRID, FIRST_PITCH_TOKEN, HOLD, REST, TokenGrid
+from musicenv.encoding import FIRST_PITCH_TOKEN, HOLD, REST, TokenGrid
 from musicenv.envs.batched import (
     BatchedComposer,
     EpisodeContext,
@@ -106,9 +106,8 @@ class Duet:
     """
 
     def __init__(self, batch_size: int, *, melody_reward: Any = "jam_melody", chords_reward: Any = "jam_chords",
-                 n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = DEFAULT_GRID.steps_per_quarter,
-                 min_pitch: int = DEFAULT_GRID.min_pitch, max_pitch: int = DEFAULT_GRID.max_pitch,
-                 history_length: int = 8) -> None:
+                 n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
+                 max_pitch: int = 83, history_length: int = 8) -> None:
         import rewards
 
         if not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
@@ -402,9 +401,8 @@ class _JamView(BatchedComposer):
     agent = ""
 
     def __init__(self, batch_size: int, *, reward: Any = None, partner_reward: Any = None, key: Any = "random",
-                 n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = DEFAULT_GRID.steps_per_quarter,
-                 min_pitch: int = DEFAULT_GRID.min_pitch, max_pitch: int = DEFAULT_GRID.max_pitch,
-                 history_length: int = 8, tempo: float = 100.0) -> None:
+                 n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
+                 max_pitch: int = 83, history_length: int = 8, tempo: float = 100.0) -> None:
         own = reward if reward is not None else f"jam_{self.agent}"
         other = "melody" if self.agent == "chords" else "chords"
         rw = {f"{self.agent}_reward": own, f"{other}_reward": partner_reward or f"jam_{other}"}
