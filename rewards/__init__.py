@@ -100,12 +100,17 @@ register_preset("harmonization", {
 # Jam (musicenv.jam_v0, JamChords-v0, JamMelody-v0): each agent's default reward. The pair
 # terms score both parts together (the same value in either reward); the chords agent adds
 # progression terms, the melody agent the melody's own `theory`.
+# jam_chords pays what the metric measures (note-in-chord per sounding 16th), the data's
+# chord-length distribution (jam_chord_lengths), and makes key-foreign chords and
+# changes off the melody's onsets cost a little.
 register_preset("jam_chords", {
     "jam_note_in_chord": 1.0,
-    "jam_onset_alignment": 0.5,
+    "jam_chord_lengths": 2.0,
+    "jam_onset_alignment": {"weight": 0.1, "bonus": 0.0, "penalty": 1.0},
     "jam_harmonic_rhythm": 1.0,
     "jam_cadence_together": 4.0,
-    "jam_diatonic_chord": 0.25,
+    "jam_diatonic_chord": {"weight": 0.5, "bonus": 0.0, "penalty": 1.0},
+    "jam_chord_vocabulary": 0.5,
     "jam_functional_progression": 0.25,
 })
 register_preset("jam_melody", {
