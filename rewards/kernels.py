@@ -46,7 +46,7 @@ KERNEL_NAMES: tuple[str, ...] = (
     "melodic_leaps", "single_climax", "proper_cadence",
     "melody_chord_tone", "functional_progression", "harmonic_cadence", "corpus_agreement",
     "in_key_time", "chord_tone_time", "stepwise_share", "leap_rate", "leap_resolution", "bar_motif",
-    "note_length_profile", "phrase_endings", "period_form",
+    "note_length_profile", "phrase_endings", "period_form", "repeat_rate",
 )
 KERNEL_IDS: dict[str, int] = {n: i for i, n in enumerate(KERNEL_NAMES)}
 
@@ -101,6 +101,7 @@ _bar_motif = _inlined(M.bar_motif_kernel)
 _note_length_profile = _inlined(M.note_length_profile_kernel)
 _phrase_endings = _inlined(M.phrase_endings_kernel)
 _period_form = _inlined(M.period_form_kernel)
+_repeat_rate = _inlined(M.repeat_rate_kernel)
 
 
 @njit(inline="always")
@@ -243,6 +244,8 @@ def step_terms_kernel(actions, active, tokens, key, chords, voice, core, consts,
             _score_batch(_phrase_endings, j, batch, terms, out)
         elif tid == 37:
             _score_batch(_period_form, j, batch, terms, out)
+        elif tid == 38:
+            _score_batch(_repeat_rate, j, batch, terms, out)
     for b in range(out.shape[0]):
         total[b] = _row_sum(out[b])
 
