@@ -438,6 +438,127 @@ def measure_ppo(s: Settings, res: Result) -> None:
                                "net_arch": cfg.hyperparams.get("policy_kwargs", {}).get("net_arch")}
 
 
+# ---------------------------------------------------------------------------- profile
+#: The parts of a vector step :func:`profile_vector_step` times, in its table's order.
+PROFILE_PARTS = ("reward", "observation", "autoreset", "driver")
+
+
+def _timed_run(env: Any, actions: Sequence[np.ndarray], steps: int, watches: dict[str, Any]) -> float:
+    """Seconds of ``steps`` vector steps (autoreset included); the stopwatches in
+    ``watches`` (already installed on the env's core) restart from zero."""
+    env.reset(seed=0)
+    for w in watches.values():
+        w.seconds = 0.0
+    n = len(actions)
+    step = env.step
+    with _NoGC():
+        t0 = time.perf_counter()
+        for i in range(steps):
+            step(actions[i % n])
+        return time.perf_counter() - t0
+
+
+def _watch(core: Any) -> dict[str, _Stopwatch]:
+    """Stopwatches on the core's reward, observation (commit and write) and reset calls."""
+    obs = "commit_observe_tokens" if core.observation == "tokens" else "commit_observe"
+    watches = {"reward": _Stopwatch(core.score), "observation": _Stopwatch(getattr(core, obs)),
+               "autoreset": _Stopwatch(core.reset)}
+    core.score, core.reset = watches["reward"], watches["autoreset"]
+    setattr(core, obs, watches["observation"])
+    return watches
+
+
+def profile_vector_step(num_envs: int = 1024, steps: int = 650, reward: Any = "theory", observation: str = "dict",
+                        repeats: int = 3, env_id: str = ENV_ID) -> dict[str, Any]:
+    """Where the time of one vector step goes, in ns per env-step (best of ``repeats``).
+
+    The env runs ``steps`` steps of random actions (autoresets included) with
+    stopwatches on its reward call (every term, one fused compiled call for the
+    built-in ones), its commit-and-observe call and its resets; ``driver`` is the rest
+    (action checks, Dict views, flags, info). Each term is then run alone, in an env of
+    its own over the same actions, and its cost is its reward call minus that of the
+    fused kernel with no term (the call and the row sums), so the terms' costs add up
+    to about the reward's. Shares are of the whole step.
+    """
+    import copy
+
+    import gymnasium as gym
+
+    import musicenv  # noqa: F401
+    import rewards
+    from rewards.kernels import KernelBatch
+
+    def make(spec: Any) -> Any:
+        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", reward=spec,
+                            observation=observation).unwrapped
+
+    env = make(reward)
+    core = env.core
+    rng = np.random.default_rng(0)
+    actions = [rng.integers(0, env.single_action_space.n, size=num_envs) for _ in range(16)]
+    watches = _watch(core)
+    _timed_run(env, actions, 10, watches)  # warm-up
+    best: dict[str, float] | None = None
+    for _ in range(repeats):
+        total = _timed_run(env, actions, steps, watches)
+        if best is None or total < best["step"]:
+            best = {"step": total, **{k: w.seconds for k, w in watches.items()}}
+    assert best is not None
+    best["driver"] = best["step"] - best["reward"] - best["observation"] - best["autoreset"]
+    per = 1e9 / (steps * num_envs)
+    out: dict[str, Any] = {"num_envs": num_envs, "steps": steps, "observation": observation,
+                           "reward": repr(core.reward), "obs_bytes_per_env": int(core.obs_size * core.obs_dtype.itemsize),
+                           "ns_per_env_step": {k: v * per for k, v in best.items()}}
+    # the fused kernel's fixed part: the call and the row sums, with no term in it
+    empty = KernelBatch([], core.batch, np.zeros(0))
+    vals, tot = np.zeros((num_envs, 1)), np.zeros(num_envs)
+    act, active = actions[0], np.ones(num_envs, dtype=bool)
+    empty.step(act, active, vals, tot)
+    empty_s = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            empty.step(act, active, vals, tot)
+        empty_s = min(empty_s, time.perf_counter() - t0)
+    out["ns_per_env_step"]["reward_fixed"] = empty_s * per
+    terms: dict[str, float] = {}
+    for name, term, weight in core.reward.terms:
+        solo = make(rewards.CompositeReward([(name, copy.deepcopy(term), weight)]))
+        w = _watch(solo.core)
+        _timed_run(solo, actions, 10, w)
+        t = math.inf
+        for _ in range(repeats):
+            _timed_run(solo, actions, steps, w)
+            t = min(t, w["reward"].seconds)
+        terms[name] = max(0.0, t - (empty_s if isinstance(term, rewards.KernelTerm) else 0.0)) * per
+        solo.close()
+    out["terms_ns_per_env_step"] = terms
+    env.close()
+    return out
+
+
+def format_profile(prof: dict[str, Any]) -> str:
+    """Markdown table of :func:`profile_vector_step`'s result."""
+    ns = prof["ns_per_env_step"]
+    step = ns["step"]
+    rows = [f"vector step at {prof['num_envs']} envs, observation={prof['observation']!r} "
+            f"({prof['obs_bytes_per_env']} bytes per env), reward {prof['reward']}:",
+            "", "| part | ns/env-step | share of the step |", "|---|---:|---:|"]
+    labels = {"reward": f"reward ({len(prof['terms_ns_per_env_step'])} terms, one fused call)",
+              "observation": "observation (commit the token, write the observation)",
+              "autoreset": "autoreset (new contexts, cleared term state)",
+              "driver": "driver (action checks, Dict views, flags, info)"}
+    for part in PROFILE_PARTS:
+        rows.append(f"| {labels[part]} | {ns[part]:.1f} | {ns[part] / step:.0%} |")
+        if part == "reward":
+            rows.append(f"| &nbsp;&nbsp;fixed part of the fused call (row sums) | {ns['reward_fixed']:.1f} | "
+                        f"{ns['reward_fixed'] / step:.0%} |")
+            for name, v in sorted(prof["terms_ns_per_env_step"].items(), key=lambda kv: -kv[1]):
+                rows.append(f"| &nbsp;&nbsp;`{name}` (alone) | {v:.1f} | {v / step:.0%} |")
+    rows.append(f"| step | {step:.1f} | 100% |")
+    return "\n".join(rows)
+
+
 def _wall_time(code: str, env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, env=env, stdout=subprocess.DEVNULL)

@@ -31,8 +31,11 @@ from musicenv.theory import (
     CHORD_FEATURES,
     COMMON_PROGRESSIONS,
     KEY_SCALE_MASK,
+    CHORD_QUALITY,
+    CHORD_ROOT,
     N_KEYS,
     N_PITCH_CLASSES,
+    N_QUALITIES,
     NO_CHORD,
     Meter,
     MusicTheoryError,
@@ -185,6 +188,53 @@ def observe_kernel(tokens, core, key, chords, next_chords, consts, history_len, 
         out[b, o] = t / consts_n_steps
 
 
+#: Root and quality codes of every chord code and of NO_CHORD (last entry: root 12,
+#: quality N_QUALITIES), for the tokens observation.
+CHORD_ROOT_CODE = np.append(CHORD_ROOT, N_PITCH_CLASSES).astype(np.int64)
+CHORD_QUALITY_CODE = np.append(CHORD_QUALITY, N_QUALITIES).astype(np.int64)
+
+
+@njit(cache=True)
+def observe_tokens_kernel(tokens, core, key, chords, next_chords, consts, history_len, out):  # pragma: no cover
+    """Write the tokens observation of composition b into ``out[b]`` (int64, any content
+    on entry). Layout: history (H tokens, V = BEGIN) | pitch class (12 = none yet) |
+    position in bar | steps since the current event began (capped at 2 bars) | current
+    and next chord as (root, quality) (12 / N_QUALITIES = no chord) | key | step t."""
+    consts_n_steps = consts[K_N_STEPS]
+    steps_per_bar = consts[K_STEPS_PER_BAR]
+    vocab = consts[K_VOCAB]
+    for b in range(tokens.shape[0]):
+        t = core[b, C_T]
+        for i in range(history_len):
+            s = t - history_len + i
+            out[b, i] = tokens[b, s] if s >= 0 else vocab
+        o = history_len
+        lp = core[b, C_LAST_PITCH]
+        out[b, o] = lp % N_PITCH_CLASSES if lp >= 0 else N_PITCH_CLASSES
+        out[b, o + 1] = t % steps_per_bar
+        dur = t - core[b, C_EVENT_START] if t > 0 else 0
+        out[b, o + 2] = dur if dur < 2 * steps_per_bar else 2 * steps_per_bar
+        tc = t if t < consts_n_steps else consts_n_steps - 1
+        c = chords[b, tc]
+        c = c if c < NO_CHORD else NO_CHORD
+        out[b, o + 3] = CHORD_ROOT_CODE[c]
+        out[b, o + 4] = CHORD_QUALITY_CODE[c]
+        c = next_chords[b, tc]
+        c = c if c < NO_CHORD else NO_CHORD
+        out[b, o + 5] = CHORD_ROOT_CODE[c]
+        out[b, o + 6] = CHORD_QUALITY_CODE[c]
+        out[b, o + 7] = key[b]
+        out[b, o + 8] = t
+
+
+@njit(cache=True)
+def commit_observe_tokens_kernel(actions, active, tokens, core, pitch_of, key, chords, next_chords, consts,
+                                 history_len, out):  # pragma: no cover
+    """:func:`~musicenv.core.commit_kernel` then :func:`observe_tokens_kernel`."""
+    commit_kernel(actions, active, tokens, core, pitch_of)
+    observe_tokens_kernel(tokens, core, key, chords, next_chords, consts, history_len, out)
+
+
 @njit(cache=True)
 def commit_observe_kernel(actions, active, tokens, core, pitch_of, key, chords, next_chords, consts, history_len,
                           out):  # pragma: no cover
@@ -201,12 +251,14 @@ class MusicCompositionComposer(BatchedComposer):
     chord track drawn by :class:`ContextSampler`."""
 
     RESET_OPTIONS = ("key", "progression")
+    OBSERVATION_MODES = ("dict", "tokens")
 
     def __init__(self, batch_size: int, *, reward: Any = "theory", key: Any = "random", progression: Any = None,
                  n_bars: int = 4, meter: Any = "4/4", steps_per_quarter: int = DEFAULT_GRID.steps_per_quarter,
                  min_pitch: int = DEFAULT_GRID.min_pitch, max_pitch: int = DEFAULT_GRID.max_pitch,
                  chords_per_bar: int = 1, tempo: float = 100.0, history_length: int = 8,
-                 constraint: str | None = None, observe_prior: bool | str | os.PathLike = False) -> None:
+                 constraint: str | None = None, observe_prior: bool | str | os.PathLike = False,
+                 observation: str = "dict") -> None:
         if not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
             raise ValueError(f"n_bars must be a positive integer, got {n_bars!r}")
         if not isinstance(history_length, (int, np.integer)) or history_length < 1:
@@ -225,7 +277,7 @@ class MusicCompositionComposer(BatchedComposer):
         self.next_chords = np.full((batch_size, n_steps), NO_CHORD, dtype=np.int64)
         self.key_masks = np.ascontiguousarray(KEY_SCALE_MASK)
         super().__init__(CompositionBatch(batch_size, n_steps, grid, meter), reward=reward, tempo=tempo,
-                         observe_prior=observe_prior)
+                         observe_prior=observe_prior, observation=observation)
         b = self.batch
         # everything the compiled commit-and-observe step reads besides the tokens, bound
         # once (the arrays are updated in place, never replaced)
@@ -257,6 +309,27 @@ class MusicCompositionComposer(BatchedComposer):
     def commit_observe(self, tokens: np.ndarray, active: np.ndarray, out: np.ndarray) -> None:
         b = self.batch
         commit_observe_kernel(tokens, active, b.tokens, b.core, b.pitch_of, *self._observe_args, out)
+
+    def token_observation_layout(self) -> dict[str, Any]:
+        V, bar = self.grid.vocab_size, self.steps_per_bar
+        chord = [N_PITCH_CLASSES + 1, N_QUALITIES + 1]
+        return {
+            "history": np.full(self.history_length, V + 1),
+            "pitch_class": [N_PITCH_CLASSES + 1],
+            "position": [bar],
+            "note_duration": [2 * bar + 1],
+            "chords": [chord, chord],
+            "key": [N_KEYS],
+            "step": [self.capacity + 1],
+        }
+
+    def observe_tokens(self, out: np.ndarray) -> None:
+        b = self.batch
+        observe_tokens_kernel(b.tokens, b.core, *self._observe_args, out)
+
+    def commit_observe_tokens(self, tokens: np.ndarray, active: np.ndarray, out: np.ndarray) -> None:
+        b = self.batch
+        commit_observe_tokens_kernel(tokens, active, b.tokens, b.core, b.pitch_of, *self._observe_args, out)
 
     def action_masks(self) -> np.ndarray:
         """(B, V) bool: no HOLD at the first step; with ``constraint="in_key"`` no pitch
