@@ -190,8 +190,8 @@ def observe_kernel(tokens, core, key, chords, next_chords, consts, history_len, 
 
 #: Root and quality codes of every chord code and of NO_CHORD (last entry: root 12,
 #: quality N_QUALITIES), for the tokens observation.
-CHORD_ROOT_CODE = np.append(CHORD_ROOT, N_PITCH_CLASSES).astype(np.int64)
-CHORD_QUALITY_CODE = np.append(CHORD_QUALITY, N_QUALITIES).astype(np.int64)
+CHORD_ROOT_CODE = np.append(CHORD_ROOT[:NO_CHORD], N_PITCH_CLASSES).astype(np.int64)
+CHORD_QUALITY_CODE = np.append(CHORD_QUALITY[:NO_CHORD], N_QUALITIES).astype(np.int64)
 
 
 @njit(cache=True)
