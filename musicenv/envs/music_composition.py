@@ -29,10 +29,10 @@ from musicenv.envs.batched import (
 )
 from musicenv.theory import (
     CHORD_FEATURES,
-    COMMON_PROGRESSIONS,
-    KEY_SCALE_MASK,
     CHORD_QUALITY,
     CHORD_ROOT,
+    COMMON_PROGRESSIONS,
+    KEY_SCALE_MASK,
     N_KEYS,
     N_PITCH_CLASSES,
     N_QUALITIES,
