@@ -111,6 +111,15 @@ def write_steps_left(out, b, o, left, width):  # pragma: no cover - compiled
         out[b, o + (left if left < width else width) - 1] = 1.0
 
 
+@njit(cache=True)
+def _all_below(actions, n):  # pragma: no cover - compiled
+    """Every entry of ``actions`` is in 0 .. n - 1."""
+    for a in actions:
+        if a < 0 or a >= n:
+            return False
+    return True
+
+
 #: Floor of the ``prior`` observation (log-probabilities, nats): below it a token is
 #: impossible in all but name (e^-100), and a finite bound keeps the Box well formed.
 PRIOR_OBS_MIN = -100.0
@@ -427,6 +436,9 @@ class BatchedComposer(ABC):
     def check_actions(self, actions: Any, n: int) -> np.ndarray:
         """``actions`` as a contiguous (n,) int64 array, or :class:`ActionError` saying
         what is accepted. Integral floats are accepted, booleans are not."""
+        if (type(actions) is np.ndarray and actions.dtype == np.int64 and actions.shape == (n,)
+                and actions.flags.c_contiguous and _all_below(actions, self.n_actions)):
+            return actions  # the common case, checked in one compiled pass
         arr = np.asarray(actions)
         if arr.shape == (n,) and np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)
