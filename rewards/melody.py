@@ -40,7 +40,7 @@ from musicenv.core import (
     K_STEPS_PER_QUARTER,
     LEVEL_STRONG,
 )
-from musicenv.encoding import FIRST_PITCH_TOKEN, HOLD, REST  # noqa: F401
+from musicenv.encoding import FIRST_PITCH_TOKEN, HOLD, REST
 from musicenv.theory import CHORD_PC_MASK, KEY_IS_MINOR, KEY_SCALE_MASK, KEY_TONIC, NO_CHORD
 from rewards.base import KernelTerm, RewardSpecError
 from rewards.harmony import _sounding_pitch
