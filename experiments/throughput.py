@@ -20,7 +20,7 @@ far as they can on a shared machine:
     env): every reward term and the observation are incremental, so about 1.
 ``prior_reward_steps_per_s_256``
     The vector env with reward ``{"theory": 1, "prior_log_likelihood": 1}`` at 256 envs,
-    torch on 2 threads: env-steps/s, and ``prior_reward_ratio_256``, its ratio to the
+    torch on 1 or 2 threads, whichever is faster: env-steps/s, and ``prior_reward_ratio_256``, its ratio to the
     same env without the prior term. ``null`` with a reason when the prior (torch,
     ``agents.note_rnn`` or its shipped checkpoint) is not available.
 ``ppo_train_vs_cartpole``
@@ -329,17 +329,24 @@ def measure_prior(s: Settings, res: Result) -> None:
         for env in (with_prior, small, without):
             env.reset(seed=0)
             vector_steps_per_s(env, actions, 5)
-        best = _best_of(s.repeats, {
-            "prior": lambda: vector_steps_per_s(with_prior, actions, s.prior_steps),
-            "small": lambda: vector_steps_per_s(small, actions, s.prior_steps),
-            "theory": lambda: vector_steps_per_s(without, actions, 10 * s.prior_steps),
-        })
+        by_threads: dict[int, dict[str, float]] = {}
+        for n_threads in (1, 2):  # torch's 2 threads stall when the cores are shared; 1 thread does not
+            torch.set_num_threads(n_threads)
+            by_threads[n_threads] = _best_of(s.repeats, {
+                "prior": lambda: vector_steps_per_s(with_prior, actions, s.prior_steps),
+                "small": lambda: vector_steps_per_s(small, actions, s.prior_steps),
+                "theory": lambda: vector_steps_per_s(without, actions, 10 * s.prior_steps),
+            })
+        chosen = max(by_threads, key=lambda k: by_threads[k]["prior"])
+        best = {"prior": by_threads[chosen]["prior"], "small": max(b["small"] for b in by_threads.values()),
+                "theory": max(b["theory"] for b in by_threads.values())}
     finally:
         torch.set_num_threads(threads)
     res.figures[key] = best["prior"]
     res.figures[ratio_key] = best["prior"] / best["theory"]
     res.raw["prior_num_envs"] = n
-    res.raw["prior_torch_threads"] = 2
+    res.raw["prior_torch_threads"] = chosen
+    res.raw["prior_env_steps_per_s_by_threads"] = {str(k): v["prior"] for k, v in by_threads.items()}
     res.raw["prior_env_steps_per_s"] = best["prior"]
     res.raw["prior_baseline_env_steps_per_s"] = best["theory"]
     res.raw["prior_small_env_steps_per_s"] = best["small"]

@@ -389,10 +389,31 @@ class MusicCompositionEnv(SingleComposerEnv):
     | `progress`      | (1,)                  | steps written / episode length                            |
     | `prior`         | (V,)                  | only with `observe_prior`: the prior's log p(next token), Box(-100, 0) |
 
+    With `observation="tokens"` the same facts come as small integers instead, a `Dict`
+    of `MultiDiscrete` int64 entries (17 numbers, 136 bytes, where the one-hot Dict is
+    414 floats, 1.7 KB): what agents that embed tokens themselves want (RNNs,
+    Transformers, CleanRL/RLlib/JAX code). SB3's `MultiInputPolicy` accepts it too (it
+    one-hot encodes `MultiDiscrete` entries itself).
+
+    | Key             | Shape  | Values                                                      |
+    |-----------------|--------|-------------------------------------------------------------|
+    | `history`       | (H,)   | the last H tokens, 0..V-1; V marks padding before the start |
+    | `pitch_class`   | (1,)   | pitch class of the latest note, 0..11; 12 before the first  |
+    | `position`      | (1,)   | position of the next step in its bar, 0..steps_per_bar-1    |
+    | `note_duration` | (1,)   | steps since the current note or rest began, capped at 2 bars (0..2 x steps_per_bar) |
+    | `chords`        | (2, 2) | current and next different chord as (root 0..11, quality 0..10, `musicenv.theory.QUALITIES`); (12, 11) is "no chord" |
+    | `key`           | (1,)   | key index 0..23                                             |
+    | `step`          | (1,)   | steps written, 0..n_steps                                   |
+    | `prior`         | (V,)   | only with `observe_prior`: as above, float32                |
+
+    Cost (vector env, 1024 envs, `theory` reward; `musicenv bench --profile`): writing
+    the one-hot Dict takes OBS_DICT_NS ns per env-step, the tokens Dict OBS_TOKENS_NS ns, of a whole
+    step of STEP_DICT_NS and STEP_TOKENS_NS ns (README, Speed).
+
     ## Rewards
 
-    Any reward spec accepted by `rewards.make` (default: the `"theory"` preset, the nine
-    RL Tuner rules plus chord-aware terms). `info["reward_terms"]` maps each term's name
+    Any reward spec accepted by `rewards.make` (default: the `"theory"` preset: time-weighted
+    harmony, interval rates, rhythm, phrase and form terms, `rewards.MELODY_TERMS`). `info["reward_terms"]` maps each term's name
     to its weighted contribution at this step; they sum to the reward.
     `rewards.available()` lists the catalogue.
 
@@ -414,7 +435,7 @@ class MusicCompositionEnv(SingleComposerEnv):
     gym.make("MusicComposition-v0", reward="theory", key="random", progression=None,
              n_bars=4, meter="4/4", steps_per_quarter=4, min_pitch=48, max_pitch=83,
              chords_per_bar=1, tempo=100, history_length=8, constraint=None,
-             observe_prior=False, render_mode=None)
+             observe_prior=False, observation="dict", render_mode=None)
     ```
 
     * `reward`: reward spec: a term/preset name, a list, a `{name: weight}` or
@@ -444,6 +465,8 @@ class MusicCompositionEnv(SingleComposerEnv):
       incrementally (one batched recurrent step per env step; needs torch). The
       policies of `agents.policies` and the KL-control agents of `agents.kl_control`
       read it.
+    * `observation`: `"dict"` (default: the one-hot Dict above, for SB3's
+      `MultiInputPolicy`) or `"tokens"` (the integer Dict above).
     * `render_mode`: `"ansi"` (text piano roll) or `"rgb_array"` (piano-roll picture).
 
     `env.unwrapped.composition` returns the `Composition` written so far (export with
