@@ -660,13 +660,14 @@ def test_ppo_with_the_preference_term_raises_the_hidden_utility(tmp_path):
     contexts = draw_contexts(30, n_bars=4, meter="4/4", seed=123)
     scores = {}
     for name, reward in [("theory", "theory"),
-                         ("preference", {"theory": 1.0, "preference": {"weight": 20.0, "model": path,
+                         ("preference", {"theory": 1.0, "preference": {"weight": 5.0, "model": path,
                                                                         "mode": "shaped"}})]:
         train({"algo": "ppo", "reward": reward, "n_timesteps": 50_000, "out": str(tmp_path / name), "seed": 0,
                "eval_freq": 0, "checkpoint_freq": 0, "final_episodes": 10, "baselines": [], "progress": False})
         pieces = compose_on_contexts(f"run:{tmp_path / name}", contexts, seed=0)
         scores[name] = utility(pieces)
-    # measured (seed 0): -1.53 with theory alone, -0.35 with the preference term
+    # measured (seed 0, issue 18's theory): 0.68 with theory alone, 1.39 with the preference term at
+    # weight 5 (1.11 at 2, 1.34 at 10); under the per-note theory_v0 weight 20 gave -1.53 -> -0.35
     assert scores["preference"].mean() > scores["theory"].mean() + 0.5, {k: v.mean() for k, v in scores.items()}
 
 
