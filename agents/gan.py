@@ -1,8 +1,9 @@
 """A melody GAN: LSTM generator, 1-D CNN critic, and the critic as a reward term.
 
-This module trains and evaluates it (training layer); the model and its checkpoints are
-in the model layer, :mod:`agents.models.gan`, the reward term and the compose source in
-:mod:`agents.models.discriminator`; their public names are re-exported here.
+This module trains and evaluates it (training layer). The model layer holds the rest:
+:mod:`agents.models.gan` (the representation, the generator and critic, the checkpoint
+format) and :mod:`agents.models.discriminator` (the reward term, the compose source);
+their public names are re-exported here.
 
 Data: fixed-length segments
 ---------------------------
@@ -18,37 +19,6 @@ shipped GAN is trained without it: within a 10-minute budget the 12-fold data le
 about half as fast (after 400 generator steps, valid overlaps of pitch class / interval /
 note length 0.72 / 0.42 / 0.62 with it, 0.88 / 0.51 / 0.46 without), so the shipped model
 knows best the keys the chorales use (17 of the 24, mostly with up to three sharps or flats).
-
-Representation: a pitch sequence and a rhythm sequence
-------------------------------------------------------
-Per step t the model reads or writes two channels:
-
-* **pitch** ``p_t``: a one-hot over P + 1 classes, index 0 = REST and index i = MIDI
-  ``grid.min_pitch + i - 1`` (P = 36 by default): *what sounds* at step t;
-* **rhythm** ``o_t``: 1 if an event (note or rest) starts at step t, 0 if the previous
-  one goes on. ``o_0 = 1`` always.
-
-So a held note keeps its pitch in ``p`` while ``o`` is 0 (the pitch channel is a piano
-roll, the rhythm channel marks articulations). Tokens map both ways
-(:func:`tokens_to_channels`, :func:`channels_to_tokens`)::
-
-    o_t = 0                 -> HOLD
-    o_t = 1, p_t = REST     -> REST
-    o_t = 1, p_t = i >= 1   -> NOTE_ON(grid.min_pitch + i - 1)   (token i + 1)
-
-Models
-------
-:class:`Generator`: noise ``z`` (and optionally the key, and the chord at each step)
-sets the LSTM's initial state; each step it reads the previous step's pitch and onset,
-its position in the bar (one-hot), ``z`` and the context, and emits pitch logits (P + 1)
-and onset logits (2). The pitch it writes is ``p_t = o_t q_t + (1 - o_t) p_{t-1}``:
-a HOLD keeps the sounding pitch by construction, so the generator cannot write a held
-note whose pitch changes, and the critic never sees one.
-
-:class:`Critic`: a 1-D CNN over the channels [pitch one-hot, onset, position in bar
-one-hot, context] -> four strided convolutions (LeakyReLU, no normalisation, as
-WGAN-GP requires) -> mean over time -> one score. Mean pooling makes it length-agnostic:
-it scores segments of any length (it was trained on T-step ones).
 
 Objective: WGAN-GP on straight-through Gumbel-softmax one-hots
 ----------------------------------------------------------------
@@ -71,19 +41,6 @@ tempered softmax. Why this pair:
   generator, but the critic's score of a hard, token-valued melody then means little,
   and this critic doubles as a reward for an RL agent's token sequences. Straight-through
   keeps the critic's inputs in the domain it is used on.
-
-Checkpoints
------------
-``torch.save`` of a plain dict: ``format`` (``"musicenv.gan"``), ``format_version``,
-``metadata`` (a JSON string: config, grid, meter, segment length, corpus, training
-settings, metrics), ``state_dict`` (generator and critic tensors) and ``reference``
-(tensors: the training segments' tokens, keys and chords, kept so that sampling a
-context, calibrating the reward and SeqGAN-style critic updates work offline), read back
-with ``torch.load(weights_only=True)``. :meth:`MelodyGAN.load` raises
-:class:`CheckpointError` naming the problem for a missing, corrupt or foreign file, a
-missing key, an unknown format version, weights that do not fit the config, or a grid
-different from the one asked for. ``MelodyGAN.load()`` loads the shipped
-:data:`DEFAULT_GAN` (Bach chorale sopranos; figures in its ``.metrics.json``).
 
 Reward term
 -----------

@@ -103,11 +103,11 @@ def grid_from_metadata(meta: dict[str, Any]) -> TokenGrid:
     return TokenGrid(int(g["min_pitch"]), int(g["max_pitch"]), int(g["steps_per_quarter"]))
 
 
-def grid_difference(trained: TokenGrid, used: TokenGrid) -> str:
-    """``"trained on pitches a..b at s steps per quarter (V tokens)"`` for both grids, to
-    say why a model does not fit an environment or a request."""
+def grid_difference(trained: TokenGrid, used: TokenGrid, used_as: str = "asked for") -> str:
+    """``"trained on pitches a..b at s steps per quarter (V tokens); <used_as> c..d at t (W
+    tokens)"``: why a model does not fit an environment's or a request's grid."""
     return (f"trained on pitches {trained.min_pitch}..{trained.max_pitch} at {trained.steps_per_quarter} steps per "
-            f"quarter ({trained.vocab_size} tokens), not {used.min_pitch}..{used.max_pitch} at "
+            f"quarter ({trained.vocab_size} tokens); {used_as} {used.min_pitch}..{used.max_pitch} at "
             f"{used.steps_per_quarter} ({used.vocab_size} tokens)")
 
 

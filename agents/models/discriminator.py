@@ -158,8 +158,8 @@ class DiscriminatorReward(RewardTerm):
 
         model = self.model
         if model.grid != batch.grid:
-            raise RewardSpecError(f"discriminator: the GAN was {grid_difference(model.grid, batch.grid)}, the "
-                                  "environment's grid")
+            raise RewardSpecError(f"discriminator: the GAN was "
+                                  f"{grid_difference(model.grid, batch.grid, 'the environment uses')}")
         bar = int(batch.consts[K_STEPS_PER_BAR])
         if bar != model.config.steps_per_bar:
             raise RewardSpecError(f"discriminator: the GAN's bars have {model.config.steps_per_bar} steps "

@@ -93,7 +93,7 @@ class PriorTracker:
             self._ctx = np.zeros((batch.batch_size, batch.n_steps, len(model.config.conditioning)), dtype=np.int64)
 
         if model.grid != batch.grid:
-            raise ValueError(f"the prior was {grid_difference(model.grid, batch.grid)}, the environment's grid")
+            raise ValueError(f"the prior was {grid_difference(model.grid, batch.grid, 'the environment uses')}")
         self.model = model
         self._bar = int(batch.consts[K_STEPS_PER_BAR])
         if "position" in model.config.conditioning and self._bar > model.config.bar_positions:

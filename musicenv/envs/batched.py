@@ -309,7 +309,7 @@ class BatchedComposer(ABC):
 
     def _add_prior_observation(self, checkpoint: bool | str | os.PathLike) -> None:
         """Append the ``prior`` block: log p(next token | tokens so far) under a frozen
-        note-RNN (agents.note_rnn.PriorTracker), V entries after every other block, so
+        note-RNN (agents.models.prior.PriorTracker), V entries after every other block, so
         the compiled observe kernels write the rest unchanged. In the ``"tokens"`` mode
         the block is float32 and travels next to the int64 row (see :meth:`split_obs`)."""
         if checkpoint is True:
