@@ -13,7 +13,7 @@
 * :class:`ProgressLines` prints training progress as plain lines (for logs and pipes).
 * :func:`evaluate` is the episode loop both the callback and the final evaluation use;
   it takes any ``policy(obs) -> action`` (a trained model through
-  :class:`agents.train.ModelPolicy`, or a baseline).
+  :class:`agents.sampling.ModelPolicy`, or a baseline).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from agents.sampling import ModelPolicy
 from musicenv.baselines import run_episode
 from musicenv.files import write_atomically
 from musicenv.progress import ProgressPrinter
@@ -219,8 +220,6 @@ class MusicEvalCallback(BaseCallback):
             self.env = None
 
     def evaluate(self) -> None:
-        from agents.train import ModelPolicy
-
         if self.env is None:
             raise RuntimeError("MusicEvalCallback.evaluate() runs only during training (no eval env yet)")
         seeds = range(self.seed, self.seed + self.n_episodes)

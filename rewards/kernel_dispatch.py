@@ -34,6 +34,7 @@ KERNEL_NAMES: tuple[str, ...] = (
     "chord_tone_time",  # rewards.melody.ChordToneTime
     "stepwise_share",  # rewards.melody.StepwiseShare
     "leap_rate",  # rewards.melody.LeapRate
+    "repeat_rate",  # rewards.melody.RepeatRate
     "leap_resolution",  # rewards.melody.LeapResolution
     "bar_motif",  # rewards.melody.BarMotif
     "note_length_profile",  # rewards.melody.NoteLengthProfile
@@ -74,6 +75,7 @@ _in_key_time = inlined(melody.in_key_time_kernel)
 _chord_tone_time = inlined(melody.chord_tone_time_kernel)
 _stepwise_share = inlined(melody.stepwise_share_kernel)
 _leap_rate = inlined(melody.leap_rate_kernel)
+_repeat_rate = inlined(melody.repeat_rate_kernel)
 _leap_resolution = inlined(melody.leap_resolution_kernel)
 _bar_motif = inlined(melody.bar_motif_kernel)
 _note_length_profile = inlined(melody.note_length_profile_kernel)
@@ -149,32 +151,34 @@ def step_terms_kernel(actions, active, tokens, key, chords, voice, core, consts,
         elif tid == 23:
             score_batch(_leap_rate, j, batch, terms, out)
         elif tid == 24:
-            score_batch(_leap_resolution, j, batch, terms, out)
+            score_batch(_repeat_rate, j, batch, terms, out)
         elif tid == 25:
-            score_batch(_bar_motif, j, batch, terms, out)
+            score_batch(_leap_resolution, j, batch, terms, out)
         elif tid == 26:
-            score_batch(_note_length_profile, j, batch, terms, out)
+            score_batch(_bar_motif, j, batch, terms, out)
         elif tid == 27:
-            score_batch(_phrase_endings, j, batch, terms, out)
+            score_batch(_note_length_profile, j, batch, terms, out)
         elif tid == 28:
-            score_batch(_period_form, j, batch, terms, out)
+            score_batch(_phrase_endings, j, batch, terms, out)
         elif tid == 29:
-            score_batch(_in_key, j, batch, terms, out)
+            score_batch(_period_form, j, batch, terms, out)
         elif tid == 30:
-            score_batch(_tonic, j, batch, terms, out)
+            score_batch(_in_key, j, batch, terms, out)
         elif tid == 31:
-            score_batch(_no_repetition, j, batch, terms, out)
+            score_batch(_tonic, j, batch, terms, out)
         elif tid == 32:
-            score_batch(_low_autocorrelation, j, batch, terms, out)
+            score_batch(_no_repetition, j, batch, terms, out)
         elif tid == 33:
-            score_batch(_motif, j, batch, terms, out)
+            score_batch(_low_autocorrelation, j, batch, terms, out)
         elif tid == 34:
-            score_batch(_repeated_motif, j, batch, terms, out)
+            score_batch(_motif, j, batch, terms, out)
         elif tid == 35:
-            score_batch(_preferred_intervals, j, batch, terms, out)
+            score_batch(_repeated_motif, j, batch, terms, out)
         elif tid == 36:
-            score_batch(_resolve_leaps, j, batch, terms, out)
+            score_batch(_preferred_intervals, j, batch, terms, out)
         elif tid == 37:
+            score_batch(_resolve_leaps, j, batch, terms, out)
+        elif tid == 38:
             score_batch(_unique_extrema, j, batch, terms, out)
     for b in range(out.shape[0]):
         total[b] = row_sum(out[b])

@@ -346,6 +346,7 @@ RANGES = {  # (low, high) per step, default parameters
     "stepwise_motion": (-0.5, 1), "leading_tone_resolution": (-1, 1), "range": (-1, 0), "rhythmic_variety": (0, 1),
     "rest_ratio": (-5, 0),
     "in_key_time": (-0.25, 0), "chord_tone_time": (-0.25, 0.25), "stepwise_share": (-1, 1), "leap_rate": (-1, 1),
+    "repeat_rate": (-1, 1),
     "leap_resolution": (-1, 0), "bar_motif": (0, 1), "note_length_profile": (-1, 1), "phrase_endings": (0, 2),
     "period_form": (0, 1),
     **{name: (0, 0) for name in GIVEN_VOICE_TERMS},  # no given voice in these melodies

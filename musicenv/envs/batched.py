@@ -319,7 +319,8 @@ class BatchedComposer(ABC):
         if opts or not isinstance(checkpoint, (str, os.PathLike)) or checkpoint == "":
             raise ValueError(f"observe_prior must be False, True, 'default', 'bach', 'small', a note-RNN checkpoint "
                              f"path or {{checkpoint: ..., style: bach|essen|oneills}}, got {checkpoint!r} {opts or ''}")
-        from agents.note_rnn import PriorLogLikelihood, PriorTracker, prior_path
+        from agents.models.note_rnn import prior_path
+        from agents.models.prior import PriorLogLikelihood, PriorTracker
 
         # A prior_log_likelihood term of the same prior already tracks exactly this (its
         # step runs before the observation is written): share its tracker, one LSTM step.

@@ -31,7 +31,7 @@ from musicenv.theory import (
     CHORD_FEATURES,
     CHORD_QUALITY,
     CHORD_ROOT,
-    COMMON_PROGRESSIONS,
+    PROGRESSION_BANKS,
     KEY_SCALE_MASK,
     N_KEYS,
     N_PITCH_CLASSES,
@@ -70,16 +70,21 @@ def _resolve_keys(key: Any) -> tuple[int, ...]:
 class ContextSampler:
     """Draws (key, chord track) per episode from the env's ``np_random``.
 
-    ``progression`` is None (draw one of ``COMMON_PROGRESSIONS`` for the key's mode),
-    a roman-numeral/chord-symbol string or list (fixed; numerals read in the episode's
+    ``progression`` is None or ``"common"`` (draw one of ``COMMON_PROGRESSIONS`` for
+    the key's mode), the name of another bank of :data:`musicenv.theory.PROGRESSION_BANKS`
+    (``"cadential"``: every progression ends with a cadence onto the tonic chord), a
+    roman-numeral/chord-symbol string or list (fixed; numerals read in the episode's
     key), or a list of such progressions to draw from.
     """
 
     def __init__(self, key: Any, progression: Any, n_steps: int, steps_per_chord: int) -> None:
         self.keys = np.array(_resolve_keys(key), dtype=np.int64)
         self.n_steps, self.steps_per_chord = n_steps, steps_per_chord
-        if progression is None:
-            self.banks = {m: [list(p) for p in COMMON_PROGRESSIONS[m]] for m in ("major", "minor")}
+        #: the name of the bank drawn from (None: the user's own progressions)
+        self.bank_name = "common" if progression is None else _bank_name(progression)
+        if self.bank_name is not None:
+            bank = PROGRESSION_BANKS[self.bank_name]
+            self.banks = {m: [list(p) for p in bank[m]] for m in ("major", "minor")}
         else:
             progs = progression if _is_progression_list(progression) else [progression]
             self.banks = {"major": list(progs), "minor": list(progs)}
@@ -116,7 +121,7 @@ class ContextSampler:
                 # one progression is passed as itself: a bank of one string progression
                 # would otherwise read as a single progression of one (unknown) numeral
                 own = bank[0] if len(bank) == 1 else bank
-                sub = ContextSampler(int(keys[0]), None if self._default_bank() else own,
+                sub = ContextSampler(int(keys[0]), self.bank_name if self.bank_name is not None else own,
                                      self.n_steps, self.steps_per_chord)
                 _, tracks, next_tracks = sub.draw(rng, n)
         if options.get("progression") is not None:
@@ -124,8 +129,13 @@ class ContextSampler:
             next_tracks = next_chord_track(tracks)
         return keys, tracks, next_tracks
 
-    def _default_bank(self) -> bool:
-        return self.banks["major"] == [list(p) for p in COMMON_PROGRESSIONS["major"]]
+
+
+def _bank_name(progression: Any) -> str | None:
+    """The bank ``progression`` names (a key of PROGRESSION_BANKS, any case), else None."""
+    if isinstance(progression, str) and progression.strip().lower() in PROGRESSION_BANKS:
+        return progression.strip().lower()
+    return None
 
 
 def _is_progression_list(p: Any) -> bool:
@@ -421,9 +431,9 @@ class MusicCompositionEnv(SingleComposerEnv):
     ## Starting State
 
     An empty composition; the key and progression are drawn uniformly (key from `key`'s
-    choices, progression from `progression` or the bank `musicenv.theory.COMMON_PROGRESSIONS`
-    for the key's mode) unless fixed via the constructor or `reset(options={"key": ...,
-    "progression": ...})`.
+    choices, progression from `progression` or, by default, the bank
+    `musicenv.theory.COMMON_PROGRESSIONS` for the key's mode) unless fixed via the
+    constructor or `reset(options={"key": ..., "progression": ...})`.
 
     ## Episode End
 
@@ -443,8 +453,12 @@ class MusicCompositionEnv(SingleComposerEnv):
       `{name: {weight, **kwargs}}` mapping, a YAML path or a `CompositeReward`.
     * `key`: `"random"` (all 24), `"major"`, `"minor"`, a key name (`"D minor"`), an index
       0..23, or a list of them to draw from.
-    * `progression`: `None` (draw from the bank), a progression (`"I-vi-IV-V"`,
-      `["ii", "V7", "I", "I"]`, `"C Am F G7"`), or a list of progressions to draw from.
+    * `progression`: `None` or `"common"` (draw from `COMMON_PROGRESSIONS`: 14 pop and
+      common-practice loops, 4 of which end on the tonic chord), `"cadential"` (draw from
+      `musicenv.theory.CADENTIAL_PROGRESSIONS`: 8 major and 6 minor progressions, every one
+      closing V-I, V7-I or IV-I onto the tonic chord, so the piece can end as real pieces
+      do), a progression (`"I-vi-IV-V"`, `["ii", "V7", "I", "I"]`, `"C Am F G7"`), or a
+      list of progressions to draw from.
       Roman numerals are read in the episode's key; chords cycle if shorter than the piece.
     * `meter`: `"4/4"`, `"3/4"`, `"2/4"` or `"6/8"`; `steps_per_quarter`: grid resolution.
     * `min_pitch`, `max_pitch`: MIDI range of NOTE_ON actions, inclusive.
