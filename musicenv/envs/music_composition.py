@@ -209,7 +209,7 @@ def observe_tokens_kernel(tokens, core, key, chords, next_chords, consts, histor
     """Write the tokens observation of composition b into ``out[b]`` (int64, any content
     on entry). Layout: history (H tokens, V = BEGIN) | pitch class (12 = none yet) |
     position in bar | steps since the current event began (capped at 2 bars) | current
-    and next chord as (root, quality) (12 / N_QUALITIES = no chord) | key | step t."""
+    chord's root and quality, the next chord's (12 / N_QUALITIES = no chord) | key | step t."""
     consts_n_steps = consts[K_N_STEPS]
     steps_per_bar = consts[K_STEPS_PER_BAR]
     vocab = consts[K_VOCAB]
@@ -328,7 +328,7 @@ class MusicCompositionComposer(BatchedComposer):
             "pitch_class": [N_PITCH_CLASSES + 1],
             "position": [bar],
             "note_duration": [2 * bar + 1],
-            "chords": [chord, chord],
+            "chords": chord + chord,
             "key": [N_KEYS],
             "step": [self.capacity + 1],
         }
@@ -411,7 +411,7 @@ class MusicCompositionEnv(SingleComposerEnv):
     | `pitch_class`   | (1,)   | pitch class of the latest note, 0..11; 12 before the first  |
     | `position`      | (1,)   | position of the next step in its bar, 0..steps_per_bar-1    |
     | `note_duration` | (1,)   | steps since the current note or rest began, capped at 2 bars (0..2 x steps_per_bar) |
-    | `chords`        | (2, 2) | current and next different chord as (root 0..11, quality 0..10, `musicenv.theory.QUALITIES`); (12, 11) is "no chord" |
+    | `chords`        | (4,)   | current and next different chord, each as root 0..11 and quality 0..10 (`musicenv.theory.QUALITIES`); root 12 and quality 11 is "no chord" |
     | `key`           | (1,)   | key index 0..23                                             |
     | `step`          | (1,)   | steps written, 0..n_steps                                   |
     | `prior`         | (V,)   | only with `observe_prior`: as above, float32                |
