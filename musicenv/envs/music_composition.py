@@ -417,9 +417,9 @@ class MusicCompositionEnv(SingleComposerEnv):
     | `prior`         | (V,)   | only with `observe_prior`: as above, float32                |
 
     Cost (vector env, 1024 envs, `theory` reward, `musicenv bench --profile`, on a
-    shared 2-core machine at load average 12): committing the token and writing the
-    one-hot Dict takes 59 ns per env-step, the tokens Dict 24 ns, of a whole step of 214
-    and 169 ns (README, Speed).
+    shared 2-core machine at load average 9-10): committing the token and writing the
+    one-hot Dict takes 59 ns per env-step, the tokens Dict 24 ns, of a whole step of 229
+    and 177 ns (README, Speed).
 
     ## Rewards
 
