@@ -253,17 +253,18 @@ class LeapRate(KernelTerm):
 
 
 # ---------------------------------------------------------------------------- repeat_rate
-# fs: [repeats, intervals]
+# fs: [repeats, intervals, value paid so far]
 @njit(cache=True)
 def repeat_rate_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     pitch = pitch_of[a]
     if pitch < 0 or core[C_LAST_PITCH] < 0:
         return 0.0
-    before = _excess_share(fs[0], fs[1], p[0], p[1])
+    before = fs[2]
     fs[1] += 1.0
     if pitch == core[C_LAST_PITCH]:
         fs[0] += 1.0
-    return _excess_share(fs[0], fs[1], p[0], p[1]) - before
+    fs[2] = _excess_share(fs[0], fs[1], p[0], p[1])
+    return fs[2] - before
 
 
 @register("repeat_rate")
@@ -288,7 +289,7 @@ class RepeatRate(KernelTerm):
 
     kernel = "repeat_rate"
     PARAMS = {"scale": 1.0, "allowed": 0.25}
-    FSTATE_INIT = (0.0, 0.0)
+    FSTATE_INIT = (0.0, 0.0, 0.0)
 
     def validate(self) -> None:
         if not 0 <= self.params["allowed"] < 1:

@@ -166,6 +166,29 @@ def old_period_form_kernel(a, t, key, tokens, chords, voice, core, consts, beat_
 
 
 
+# repeat_rate (added by issue 18's follow-up, made lean here): verbatim as merged
+@njit(cache=False)
+def _excess_share(hits, total, scale, allowed):  # pragma: no cover
+    """-scale * max(0, hits / total - allowed) / (1 - allowed); 0 without a total."""
+    if total == 0:
+        return 0.0
+    excess = hits / total - allowed
+    return -scale * excess / (1.0 - allowed) if excess > 0 else 0.0
+
+
+@njit(cache=False)
+def old_repeat_rate_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
+    pitch = pitch_of[a]
+    if pitch < 0 or core[C_LAST_PITCH] < 0:
+        return 0.0
+    before = _excess_share(fs[0], fs[1], p[0], p[1])
+    fs[1] += 1.0
+    if pitch == core[C_LAST_PITCH]:
+        fs[0] += 1.0
+    return _excess_share(fs[0], fs[1], p[0], p[1]) - before
+
+
+
 # ---------------------------------------------------------------------------- replay
 #: term -> (old kernel, its float state at reset, its int state size and fill for n steps)
 OLD = {
@@ -173,6 +196,7 @@ OLD = {
     "leap_rate": (old_leap_rate_kernel, (0.0, 0.0), lambda n: (0, 0)),
     "note_length_profile": (old_note_length_profile_kernel, (-1.0, 0.0, 0.0) + (0.0,) * _N_BINS, lambda n: (0, 0)),
     "period_form": (old_period_form_kernel, (-1.0, -1.0, -1.0), lambda n: (128, -1)),
+    "repeat_rate": (old_repeat_rate_kernel, (0.0, 0.0), lambda n: (0, 0)),
 }
 
 
@@ -222,6 +246,7 @@ PARAMS = {
     "leap_rate": [{}, {"leap": 3, "allowed": 0.3, "scale": 0.7}],
     "note_length_profile": [{}, {"scale": 3.0, "w16": 0.0, "w8": 2.0, "w4": 5.0, "w1": 1.0}],
     "period_form": [{}, {"half_cadence": 2.0, "return_bonus": 0.5}],
+    "repeat_rate": [{}, {"scale": 2.0, "allowed": 0.05}],
 }
 
 

@@ -28,7 +28,7 @@ def _decode_dict(obs: dict, steps_per_bar: int, n_steps: int) -> dict:
         "pitch_class": [int(np.argmax(pc)) if pc.any() else N_PITCH_CLASSES],
         "position": [int(np.argmax(obs["position"]))],
         "note_duration": [int(round(float(obs["note_duration"][0]) * 2 * steps_per_bar))],
-        "chords": chords,
+        "chords": [x for chord in chords for x in chord],
         "key": [int(np.argmax(obs["key"]))],
         "step": [int(round(float(obs["progress"][0]) * n_steps))],
     }
@@ -47,7 +47,7 @@ def test_tokens_observation_on_a_hand_made_melody():
     obs, _ = env.reset(seed=0)
     assert obs["history"].tolist() == [38] * 8  # all BEGIN padding (V = 38)
     assert obs["pitch_class"].tolist() == [12] and obs["step"].tolist() == [0] and obs["key"].tolist() == [2]
-    assert obs["chords"].tolist() == [[2, 0], [7, 0]]  # D major now, G major next
+    assert obs["chords"].tolist() == [2, 0, 7, 0]  # D major now, G major next
     for a in (14, 1, 1, 1, 18, 1):  # C4 for a quarter, then E4 held for two steps
         obs, *_ = env.step(a)
     assert obs["history"].tolist() == [38, 38, 14, 1, 1, 1, 18, 1]
@@ -57,7 +57,7 @@ def test_tokens_observation_on_a_hand_made_melody():
     assert env.observation_space.contains(obs)
     space = env.observation_space
     assert space["history"].nvec.tolist() == [39] * 8 and space["key"].nvec.tolist() == [N_KEYS]
-    assert space["chords"].nvec.tolist() == [[13, N_QUALITIES + 1]] * 2 and space["step"].nvec.tolist() == [65]
+    assert space["chords"].nvec.tolist() == [13, N_QUALITIES + 1] * 2 and space["step"].nvec.tolist() == [65]
 
 
 @settings(max_examples=25, deadline=None)
@@ -126,3 +126,16 @@ def test_tokens_observation_with_the_prior_block():
     assert obs["prior"].shape == (2, 38) and obs["history"].shape == (2, 8)
     obs, *_ = vec.step(np.array([14, 16]))
     assert vec.observation_space.contains(obs)
+
+
+def test_sb3_multi_input_policy_takes_the_tokens_observation():
+    """SB3 one-hot encodes flat MultiDiscrete entries itself, so PPO runs on it as is."""
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3 import PPO
+
+    env = gym.make("MusicComposition-v0", observation="tokens", n_bars=1)
+    model = PPO("MultiInputPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    model.learn(16)
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.action_space.contains(int(action))
