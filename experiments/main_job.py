@@ -96,6 +96,10 @@ class MainJobSettings:
         eval_seed: env seed of the first compared piece (piece k uses ``eval_seed + k``);
             far from the training and evaluation seeds agents.train uses.
         prior: the note-RNN prior (a name of ``agents.note_rnn.prior_path`` or a path).
+        style: the style the showcase's prior is conditioned on (``"bach"``, ``"essen"``,
+            ``"oneills"``; the ``default`` prior knows them) or None (default: no style,
+            the prior's blend of its collections). The C2ST (Bach) column compares with
+            Bach's chorales, the style ``"bach"`` steers to.
         kl_coef: the showcase's KL coefficient (KLPPO's beta).
         progression: the progression bank (or progression) of every env, for training and
             for the compared pieces: ``"cadential"`` (default; every context closes with a
@@ -119,6 +123,7 @@ class MainJobSettings:
     seed: int = 0
     eval_seed: int = 7_000_000
     prior: str = "default"
+    style: str | None = None
     kl_coef: float = 0.03
     gamma: float = 0.95
     progression: str = "cadential"
@@ -139,6 +144,8 @@ class MainJobSettings:
             raise ValueError(f"gamma must be a number in (0, 1], got {self.gamma!r}")
         if not isinstance(self.progression, str) or not self.progression:
             raise ValueError(f"progression must be a bank name or a progression, got {self.progression!r}")
+        if self.style is not None and self.style not in ("bach", "essen", "oneills"):
+            raise ValueError(f"style must be None, 'bach', 'essen' or 'oneills', got {self.style!r}")
         if not isinstance(self.prior, str) or not self.prior:
             raise ValueError(f"prior must be a checkpoint name or path, got {self.prior!r}")
 
@@ -152,7 +159,8 @@ def train_configs(settings: MainJobSettings) -> dict[str, Any]:
                   eval_freq=0, final_episodes=5, baselines=[], n_threads=settings.threads, progress=settings.progress)
     return {
         "showcase": TrainConfig(algo="kl_ppo", policy="agents.policies:PriorActorCriticPolicy",
-                                env_kwargs={"observe_prior": settings.prior, **env},
+                                env_kwargs={"observe_prior": settings.prior if settings.style is None else
+                                            {"checkpoint": settings.prior, "style": settings.style}, **env},
                                 hyperparams={"kl_coef": float(settings.kl_coef), "gamma": float(settings.gamma),
                                              **settings.hyperparams},
                                 out=str(Path(settings.out) / "showcase"), **common),
@@ -387,7 +395,8 @@ def run_main_job(settings: MainJobSettings, *, force: bool = False) -> dict[str,
 def _cmd_main_job(args: argparse.Namespace) -> int:
     settings = MainJobSettings(out=args.out, timesteps=args.timesteps, pieces=args.pieces,
                                c2st_pieces=args.c2st_pieces, seed=args.seed, eval_seed=args.eval_seed,
-                               prior=args.prior, kl_coef=args.kl_coef, progression=args.progression,
+                               prior=args.prior, style=args.style, kl_coef=args.kl_coef,
+                               progression=args.progression,
                                threads=args.threads, wav=args.wav,
                                progress=args.progress)
     try:
@@ -411,6 +420,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--c2st-pieces", type=int, default=d.c2st_pieces,
                    help=f"pieces per source for the classifier two-sample test (default: {d.c2st_pieces})")
     p.add_argument("--prior", default=d.prior, help=f"note-RNN prior name or checkpoint (default: {d.prior})")
+    p.add_argument("--style", default=d.style, choices=("bach", "essen", "oneills"),
+                   help="condition the showcase's prior on this style (default: none)")
     p.add_argument("--kl-coef", type=float, default=d.kl_coef, help=f"the showcase's KL coefficient (default: {d.kl_coef})")
     p.add_argument("--progression", default=d.progression,
                    help=f"progression bank of every env: cadential, common, or a progression (default: {d.progression})")

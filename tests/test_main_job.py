@@ -83,6 +83,8 @@ def test_main_job_refuses_bad_settings(tmp_path):
         run_main_job(MainJobSettings(out=str(tmp_path), kl_coef=-1.0))
     with pytest.raises(ValueError, match=r"gamma must be a number in \(0, 1\]"):
         run_main_job(MainJobSettings(out=str(tmp_path), gamma=1.5))
+    with pytest.raises(ValueError, match="style must be None, 'bach', 'essen' or 'oneills'"):
+        run_main_job(MainJobSettings(out=str(tmp_path), style="jazz"))
     with pytest.raises(ValueError, match="progression must be a bank name or a progression"):
         run_main_job(MainJobSettings(out=str(tmp_path), progression=""))
     blocker = tmp_path / "file"
