@@ -61,11 +61,19 @@ def _bootstrap(values: list[float], reps: int = 2000, seed: int = 0) -> tuple[fl
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def _run_player(run_dir: str, env, unsafe_load_sb3_zip: bool = False) -> Callable[[dict], np.ndarray]:
-    """``play(options)``: the run's greedy chord tokens over the env's melody."""
+def _run_player(run_dir: str, env_kwargs: dict, unsafe_load_sb3_zip: bool = False
+                ) -> tuple[Callable[[dict], np.ndarray], Any]:
+    """``(play, env)``: ``play(options)`` gives the run's greedy chord tokens over the
+    melody of a ``JamChords-v0`` env made with ``env_kwargs``; the env observes the
+    key-relative or absolute way the run was trained with."""
+    import gymnasium as gym
+
+    import musicenv  # noqa: F401
     from agents.train import load_run
 
     model, _ = load_run(run_dir, unsafe_load_sb3_zip=unsafe_load_sb3_zip)
+    relative = "mode" in getattr(model.observation_space, "spaces", {})
+    env = gym.make("JamChords-v0", **env_kwargs, key_relative=relative, disable_env_checker=True)
     maskable = "Maskable" in type(model).__name__
 
     def play(options: dict) -> np.ndarray:
@@ -78,7 +86,7 @@ def _run_player(run_dir: str, env, unsafe_load_sb3_zip: bool = False) -> Callabl
         duet = env.unwrapped.core.duet
         return duet.jam.chord_tokens[0].copy()
 
-    return play
+    return play, env
 
 
 def evaluate(runs: list[str], n_bars: int = 8, partner: str = "bach", unsafe_load_sb3_zip: bool = False
@@ -104,7 +112,7 @@ def evaluate(runs: list[str], n_bars: int = 8, partner: str = "bach", unsafe_loa
     players["rule (online)"] = lambda i, o: rule.accompany(*melody(i, o))
     players["oracle (offline)"] = lambda i, o: oracle_chords(*melody(i, o), grid, spb, bar)
     for r in runs:
-        play = _run_player(r, env, unsafe_load_sb3_zip)
+        play, _ = _run_player(r, {"partner": partner, "n_bars": n_bars}, unsafe_load_sb3_zip)
         players[f"PPO {Path(r).name}"] = lambda i, o, play=play: play({"melody": i, **o})
 
     results: dict[str, Any] = {}
@@ -152,13 +160,10 @@ def evaluate(runs: list[str], n_bars: int = 8, partner: str = "bach", unsafe_loa
 def piano_roll(run_dir: str, path: str, n_bars: int = 8, partner: str = "bach", melody: int = 0,
                unsafe_load_sb3_zip: bool = False) -> None:
     """PNG (and MIDI, MusicXML next to it) of held-out melody ``melody`` with the run's chords."""
-    import gymnasium as gym
-
-    import musicenv  # noqa: F401
     from musicenv.render import save_png
 
-    env = gym.make("JamChords-v0", partner=partner, n_bars=n_bars, disable_env_checker=True)
-    _run_player(run_dir, env, unsafe_load_sb3_zip)({"melody": melody})
+    play, env = _run_player(run_dir, {"partner": partner, "n_bars": n_bars}, unsafe_load_sb3_zip)
+    play({"melody": melody})
     comp = env.unwrapped.composition
     comp.title = f"{env.unwrapped.core.info[0]['melody']} (held out) with PPO's online chords"
     save_png(comp, path)

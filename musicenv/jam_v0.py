@@ -31,7 +31,10 @@ agents without masking still play.
 ## Observations
 
 The `Dict` observations of `JamMelody-v0` and `JamChords-v0` (see their docstrings:
-`musicenv.envs.jam.JamMelodyEnv`, `JamChordsEnv`).
+`musicenv.envs.jam.JamMelodyEnv`, `JamChordsEnv`). The chords agent observes and acts
+in absolute pitch here by default; `key_relative=True` gives it `JamChords-v0`'s
+default view (everything relative to the key's tonic, chord roots of its actions
+counted from the tonic), the view that lets one policy play in every key.
 
 ## Rewards
 
@@ -50,7 +53,7 @@ fixes it); both agents terminate after `n_bars` bars.
 
 `parallel_env(melody_reward="jam_melody", chords_reward="jam_chords", key="random",
 n_bars=8, meter="4/4", steps_per_quarter=4, min_pitch=48, max_pitch=83,
-history_length=8, tempo=100, render_mode=None)`; `render_mode` "ansi" or "rgb_array"
+history_length=8, tempo=100, key_relative=False, render_mode=None)`; `render_mode` "ansi" or "rgb_array"
 shows the melody with the chords as a piano roll. `env.unwrapped.composition` is the
 duet so far (melody and chord track) for MIDI, MusicXML and WAV export.
 """
@@ -78,7 +81,7 @@ class raw_env(ParallelEnv):  # noqa: N801  (PettingZoo's naming)
 
     def __init__(self, *, melody_reward: Any = "jam_melody", chords_reward: Any = "jam_chords", key: Any = "random",
                  n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
-                 max_pitch: int = 83, history_length: int = 8, tempo: float = 100.0,
+                 max_pitch: int = 83, history_length: int = 8, tempo: float = 100.0, key_relative: bool = False,
                  render_mode: str | None = None) -> None:
         from musicenv.envs.jam import Duet
         from musicenv.envs.music_composition import _resolve_keys
@@ -90,7 +93,7 @@ class raw_env(ParallelEnv):  # noqa: N801  (PettingZoo's naming)
         self.render_mode, self.tempo = render_mode, float(tempo)
         self.duet = Duet(1, melody_reward=melody_reward, chords_reward=chords_reward, n_bars=n_bars, meter=meter,
                          steps_per_quarter=steps_per_quarter, min_pitch=min_pitch, max_pitch=max_pitch,
-                         history_length=history_length)
+                         history_length=history_length, key_relative=bool(key_relative))
         self.keys = np.array(_resolve_keys(key), dtype=np.int64)
         self.possible_agents = list(AGENTS)
         self.agents: list[str] = []
@@ -152,7 +155,8 @@ class raw_env(ParallelEnv):  # noqa: N801  (PettingZoo's naming)
                 raise ActionError(f"action {actions[a]!r} of agent {a!r} outside its action space; accepted: an "
                                   f"integer in 0..{n - 1}")
             tok[a] = np.array([int(x)], dtype=np.int64)
-        chords = self.duet.legal_chords(tok["chords"])
+        chords = self.duet.legal_chords(self.duet.chords_from_relative(tok["chords"]) if self.duet.key_relative
+                                        else tok["chords"])
         out = self.duet.play(tok["melody"], chords)
         done = bool(self.duet.finished()[0])
         rewards = {a: float(out[a][1][0]) for a in self.agents}

@@ -218,6 +218,39 @@ def test_cadence_and_chord_terms():
     assert v[-1, 0] == -1.0  # V -> I, but the melody ends on D, outside the tonic chord
 
 
+def test_chord_lengths_term_pays_minus_n_times_kl_to_the_data():
+    from rewards.jam import JamChordLengths
+
+    p = JamChordLengths.PARAMS
+    d = _duet({"jam_chord_lengths": 1.0}, n_bars=2)
+    # chords of 4, 4, 9, 3 and (to the end) 12 steps
+    chords = [C, H, H, H, F, H, H, H, GM, H, H, H, H, H, H, H, H, C, H, H, F] + [H] * 11
+    v = _play(d, [C4] + [H] * 31, chords)[:, 0]
+    lp = {4: math.log(p["p1"]), 12: math.log(p["p3"]), 9: math.log(p["floor"]), 3: math.log(p["floor"])}
+    # a chord's reward is the change of F(n) = sum n_L log p_L - sum n_L log(n_L / N)
+    assert v[4] == pytest.approx(lp[4])                                      # n = {4: 1}
+    assert v[8] == pytest.approx(lp[4])                                      # {4: 2}: F = 2 log p1
+    assert v[17] == pytest.approx(lp[9] - 2 * math.log(2 / 3) - math.log(1 / 3) - 0)
+    assert np.flatnonzero(v).tolist() == [4, 8, 17, 20, 31]
+    n = {4: 2, 9: 1, 3: 1, 12: 1}
+    total = sum(n.values())
+    assert v.sum() == pytest.approx(sum(k * lp[L] - k * math.log(k / total) for L, k in n.items()))
+
+
+def test_chord_vocabulary_term_uses_bachs_chord_counts():
+    from rewards.jam import BACH_CHORD_COUNTS
+
+    d = _duet({"jam_chord_vocabulary": 1.0})
+    chords = [C, H, H, H, GM, H, H, H, chord_token(parse_chord("F#")), H, H, H, C, H, H, H]
+    v = _play(d, [C4] + [H] * 15, chords)[:, 0]
+    major = BACH_CHORD_COUNTS["major"]
+    top = major[(0, "maj")]
+    assert v[0] == 0.0 and v[12] == 0.0  # the tonic triad: the most common chord
+    assert v[4] == pytest.approx(math.log(major[(7, "maj")] / top))
+    assert v[8] == pytest.approx(math.log(0.001 * sum(major.values()) / top))  # F# major in C: the floor
+    assert np.count_nonzero(v) == 2
+
+
 def test_jam_terms_refuse_other_envs():
     with pytest.raises(rewards.RewardSpecError, match="Jam environments only"):
         gym.make("MusicComposition-v0", reward="jam_note_in_chord")
@@ -298,6 +331,72 @@ def test_jam_chords_push_options_and_bad_partner():
         gym.make("JamChords-v0", split="holdout")
     with pytest.raises(JamError, match="unknown chord partner"):
         gym.make("JamMelody-v0", partner="jazz")
+
+
+def test_key_relative_chords_view_is_the_same_in_every_key():
+    """The chords agent observes and acts relative to the key: the same melody in A and
+    in C minor gives the same observations, and the same actions the same chords a
+    minor third apart."""
+    from musicenv.envs.jam import rotate_chord_codes
+
+    codes = np.arange(NO_CHORD + 1)
+    assert rotate_chord_codes(rotate_chord_codes(codes, np.array(5)), np.array(-5)).tolist() == codes.tolist()
+    runs = {}
+    for key in ("A minor", "C minor"):
+        env = gym.make("JamChords-v0", disable_env_checker=True)
+        obs, _ = env.reset(seed=0, options={"melody": 0, "key": key})
+        seen = [obs]
+        rng = np.random.default_rng(0)
+        for _ in range(40):
+            a = int(rng.choice(np.flatnonzero(env.unwrapped.action_masks())))
+            obs, *_ = env.step(a)
+            seen.append(obs)
+        runs[key] = (seen, env.unwrapped.core.duet)
+    for a, b in zip(runs["A minor"][0], runs["C minor"][0]):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    c, eb = (runs[k][1].jam for k in ("A minor", "C minor"))
+    assert (rotate_chord_codes(eb.chord[0, :40], np.array(3)) == c.chord[0, :40]).all()
+    assert (eb.chord[0, :40] != c.chord[0, :40]).any()
+    assert set(runs["A minor"][0][0]) >= {"mode", "beat_pitch_classes", "chord_tones"}
+    # the token of G (V in C) strikes the dominant of the key: E in A minor, G in C minor;
+    # the absolute view strikes the token's own chord
+    env = gym.make("JamChords-v0", disable_env_checker=True)
+    env.reset(seed=0, options={"melody": 0, "key": "C minor"})
+    env.step(chord_token(parse_chord("G")))
+    assert chord_token_name(int(env.unwrapped.core.duet.jam.chord_tokens[0, 0])) == "G"
+    env.reset(seed=0, options={"melody": 0, "key": "A minor"})
+    env.step(chord_token(parse_chord("G")))
+    assert chord_token_name(int(env.unwrapped.core.duet.jam.chord_tokens[0, 0])) == "E"
+    env = gym.make("JamChords-v0", key_relative=False, disable_env_checker=True)
+    obs, _ = env.reset(seed=0, options={"melody": 0, "key": "A minor"})
+    env.step(chord_token(parse_chord("G")))
+    assert chord_token_name(int(env.unwrapped.core.duet.jam.chord_tokens[0, 0])) == "G" and "key" in obs
+    with pytest.raises(JamError, match="key_relative"):
+        gym.make("JamChords-v0", key_relative="yes")
+
+
+def test_prior_melody_partner_is_seeded_and_in_key():
+    env = gym.make("JamChords-v0", partner="prior", n_bars=2)
+    _, info = env.reset(seed=5, options={"key": "A minor"})
+    core = env.unwrapped.core
+    first = core.given[0].copy()
+    assert info == {"key": "A minor", "melody": "prior"}
+    env.reset(seed=5, options={"key": "A minor"})
+    assert core.given[0].tolist() == first.tolist() and first[0] != HOLD
+    from musicenv.jam import sounding_pitches
+
+    pcs = []
+    for seed in range(6):  # the prior's melodies are in A minor (the raised 7th allowed)
+        env.reset(seed=seed, options={"key": "A minor"})
+        p = sounding_pitches(core.given[0], G)
+        pcs += (p[p >= 0] % 12).tolist()
+    assert len(pcs) > 60 and np.isin(pcs, [9, 11, 0, 2, 4, 5, 7, 8]).mean() > 0.85
+    clone = pickle.loads(pickle.dumps(env))
+    clone.reset(seed=5, options={"key": "A minor"})
+    assert clone.unwrapped.core.given[0].tolist() == first.tolist()
+    with pytest.raises(JamError, match="samples one"):
+        env.reset(options={"melody": 0})
 
 
 def test_jam_melody_plays_over_the_rule_accompanist():

@@ -11,6 +11,7 @@ rule-based or random accompanist, or a trained run).
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -39,8 +40,10 @@ from musicenv.jam import (
 )
 from musicenv.theory import (
     CHORD_FEATURES,
+    CHORD_PC_MASK,
     CHORD_QUALITY,
     CHORD_ROOT,
+    KEY_TONIC,
     N_CHORDS,
     N_KEYS,
     N_PITCH_CLASSES,
@@ -78,6 +81,31 @@ for _c in range(N_CHORDS):
 _CHORD_TABLE[NO_CHORD, CHORD_FEATURES - 1] = 1
 
 
+def rotate_chord_codes(codes: np.ndarray, semitones: np.ndarray) -> np.ndarray:
+    """Chord codes with their roots moved down by ``semitones`` (per row; ``NO_CHORD``
+    stays): absolute chords to chords relative to a tonic, and back with ``-semitones``."""
+    codes = np.asarray(codes, dtype=np.int64)
+    shift = np.asarray(semitones, dtype=np.int64).reshape((-1,) + (1,) * (codes.ndim - 1)) if codes.ndim else semitones
+    moved = ((codes // N_QUALITIES - shift) % 12) * N_QUALITIES + codes % N_QUALITIES
+    return np.where(codes < NO_CHORD, moved, codes)
+
+
+def rotate_chord_tokens(tokens: np.ndarray, semitones: np.ndarray) -> np.ndarray:
+    """Chord tokens with the roots of struck chords moved down by ``semitones`` (per row);
+    N.C., HOLD and the before-start padding (``N_CHORD_TOKENS``) stay."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    chord = (tokens >= FIRST_PITCH_TOKEN) & (tokens < N_CHORD_TOKENS)
+    moved = FIRST_PITCH_TOKEN + rotate_chord_codes(np.where(chord, tokens - FIRST_PITCH_TOKEN, 0), semitones)
+    return np.where(chord, moved, tokens)
+
+
+def _rotate_pcs(profile: np.ndarray, tonic: np.ndarray) -> np.ndarray:
+    """(B, 12) pitch-class columns re-indexed relative to each row's tonic (column 0 =
+    the tonic)."""
+    idx = (np.arange(12)[None, :] + np.asarray(tonic)[:, None]) % 12
+    return np.take_along_axis(profile, idx, axis=1)
+
+
 class JamState:
     """The duet's shared (B, T) arrays; see :mod:`rewards.jam`."""
 
@@ -106,7 +134,7 @@ class Duet:
 
     def __init__(self, batch_size: int, *, melody_reward: Any = "jam_melody", chords_reward: Any = "jam_chords",
                  n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
-                 max_pitch: int = 83, history_length: int = 8) -> None:
+                 max_pitch: int = 83, history_length: int = 8, key_relative: bool = False) -> None:
         import rewards
 
         if not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
@@ -144,7 +172,31 @@ class Duet:
                 "key": (N_KEYS,),
                 "progress": (1,),
             },
-            "chords": {
+            "chords": self.chords_obs_shapes(key_relative),
+        }
+        self.key_relative = bool(key_relative)
+
+    def chords_obs_shapes(self, key_relative: bool) -> dict[str, tuple[int, ...]]:
+        """The chords agent's observation layout, absolute or relative to the key (see
+        :meth:`observe`)."""
+        H, V = self.history_length, self.grid.vocab_size
+        if key_relative:
+            return {
+                "melody": (H, 15),
+                "history": (H, CHORD_TOKEN_FEATURES),
+                "sounding_note": (13,),
+                "beat_pitch_classes": (12,),
+                "bar_pitch_classes": (12,),
+                "previous_bar_pitch_classes": (12,),
+                "sounding_chord": (CHORD_FEATURES,),
+                "chord_tones": (12,),
+                "chord_age": (1,),
+                "can_change": (1,),
+                "position": (self.steps_per_bar,),
+                "mode": (2,),
+                "progress": (1,),
+            }
+        return {
                 "melody": (H, V + 1),
                 "history": (H, CHORD_TOKEN_FEATURES),
                 "sounding_note": (13,),
@@ -156,7 +208,6 @@ class Duet:
                 "position": (self.steps_per_bar,),
                 "key": (N_KEYS,),
                 "progress": (1,),
-            },
         }
 
     # -- life cycle ---------------------------------------------------------------------
@@ -261,8 +312,23 @@ class Duet:
         return {"position": pos, "key": key, "progress": (t / self.melody.core[:, C_END]).astype(np.float32)[:, None],
                 "sounding_chord": _CHORD_TABLE[chord_now]}
 
-    def observe(self, agent: str) -> dict[str, np.ndarray]:
-        """Batched Dict observation of ``agent`` ("melody" or "chords"): fresh arrays."""
+    def tonic(self) -> np.ndarray:
+        """(B,) pitch class of each duet's key tonic."""
+        return KEY_TONIC[self.melody.key].astype(np.int64)
+
+    def chords_from_relative(self, tokens: np.ndarray) -> np.ndarray:
+        """Absolute chord tokens of key-relative ones (root 0 = the key's tonic)."""
+        return rotate_chord_tokens(tokens, -self.tonic())
+
+    def observe(self, agent: str, key_relative: bool | None = None) -> dict[str, np.ndarray]:
+        """Batched Dict observation of ``agent`` ("melody" or "chords"): fresh arrays.
+
+        With ``key_relative`` (default: the Duet's), the chords agent sees everything
+        transposed to the key's tonic: pitch classes and chord roots count semitones
+        above the tonic, the key is reduced to its mode, and the melody's past is its
+        sounding pitch classes (no octave) with note onsets. A policy trained so plays
+        in every key alike; its actions are key-relative too (:meth:`chords_from_relative`).
+        """
         V = self.grid.vocab_size
         B, t = self.batch_size, self.t
         obs = self._common(agent)
@@ -291,7 +357,42 @@ class Duet:
             obs["can_change"] = self.chord_masks()[:, FIRST_PITCH_TOKEN:].any(axis=1).astype(np.float32)[:, None]
         else:
             raise JamError(f"unknown agent {agent!r}; accepted: 'melody', 'chords'")
+        if agent == "chords" and (self.key_relative if key_relative is None else key_relative):
+            return self._relative_chords_obs(obs)
         return {k: np.ascontiguousarray(obs[k], dtype=np.float32) for k in self.obs_shapes[agent]}
+
+    def _relative_chords_obs(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        B, t, H = self.batch_size, self.t, self.history_length
+        tonic = self.tonic()
+        idx = t[:, None] - H + np.arange(H)[None, :]
+        before = idx < 0
+        pitch = np.where(before, -2, self.jam.pitch[self._rows[:, None], np.maximum(idx, 0)])
+        onset = ~before & (self.jam.melody_tokens[self._rows[:, None], np.maximum(idx, 0)] >= FIRST_PITCH_TOKEN)
+        mel = np.zeros((B, H, 15), dtype=np.float32)
+        col = np.where(pitch >= 0, (pitch - tonic[:, None]) % 12, 12)
+        mel[self._rows[:, None], np.arange(H)[None, :], col] = 1
+        mel[..., 12] *= ~before
+        mel[..., 13] = onset
+        mel[..., 14] = before
+        obs["melody"] = mel
+        obs["history"] = _CHORD_TOKEN_TABLE[rotate_chord_tokens(self._window(self.jam.chord_tokens, N_CHORD_TOKENS),
+                                                                tonic)]
+        note = obs["sounding_note"]
+        obs["sounding_note"] = np.concatenate([_rotate_pcs(note[:, :12], tonic), note[:, 12:]], axis=1)
+        beat0 = t - t % self.steps_per_beat
+        obs["beat_pitch_classes"] = _rotate_pcs(self._profile(beat0, t), tonic)
+        obs["bar_pitch_classes"] = _rotate_pcs(obs["bar_pitch_classes"], tonic)
+        obs["previous_bar_pitch_classes"] = _rotate_pcs(obs["previous_bar_pitch_classes"], tonic)
+        chord_now = np.where(t > 0, self.jam.chord[self._rows, np.maximum(t - 1, 0)], NO_CHORD)
+        rel = rotate_chord_codes(chord_now, tonic)
+        obs["sounding_chord"] = _CHORD_TABLE[rel]
+        tones = np.zeros((B, 12), dtype=np.float32)
+        tones[chord_now < NO_CHORD] = CHORD_PC_MASK[rel[chord_now < NO_CHORD]]
+        obs["chord_tones"] = tones
+        mode = np.zeros((B, 2), dtype=np.float32)
+        mode[self._rows, (self.melody.key >= 12).astype(np.int64)] = 1
+        obs["mode"] = mode
+        return {k: np.ascontiguousarray(obs[k], dtype=np.float32) for k in self.chords_obs_shapes(True)}
 
     def _profile(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Share of the steps lo..hi-1 (clipped at 0) on which each pitch class sounded."""
@@ -366,6 +467,11 @@ def _is_run_dir(x: Any) -> bool:
     return isinstance(x, (str, os.PathLike)) and os.path.isdir(x) and os.path.isfile(os.path.join(x, "config.yml"))
 
 
+#: Entry point of the loader of a ``musicenv train`` run directory (training: torch and
+#: SB3), imported the first time a run plays a partner; envs never import training code.
+RUN_LOADER = "agents.train.restore:load_run"
+
+
 class _RunPolicy:
     """A trained run (``musicenv train`` directory) acting greedily on the other
     agent's observation; loaded lazily (needs torch) and not pickled."""
@@ -374,11 +480,18 @@ class _RunPolicy:
         self.path = os.fspath(path)
         self._model = None
 
-    def predict(self, obs: dict[str, np.ndarray], masks: np.ndarray | None) -> np.ndarray:
+    def _load(self):
         if self._model is None:
-            from agents.train import load_run
+            module, _, name = RUN_LOADER.partition(":")
+            self._model, _ = getattr(importlib.import_module(module), name)(self.path)
+        return self._model
 
-            self._model, _ = load_run(self.path)
+    def key_relative(self) -> bool:
+        """Whether the run is a chords agent trained on key-relative observations."""
+        return "mode" in getattr(self._load().observation_space, "spaces", {})
+
+    def predict(self, obs: dict[str, np.ndarray], masks: np.ndarray | None) -> np.ndarray:
+        self._load()
         kwargs = {"action_masks": masks} if masks is not None and "Maskable" in type(self._model).__name__ else {}
         actions, _ = self._model.predict(obs, deterministic=True, **kwargs)
         return np.asarray(actions, dtype=np.int64).reshape(-1)
@@ -397,12 +510,16 @@ class _JamView(BatchedComposer):
 
     def __init__(self, batch_size: int, *, reward: Any = None, partner_reward: Any = None, key: Any = "random",
                  n_bars: int = 8, meter: Any = "4/4", steps_per_quarter: int = 4, min_pitch: int = 48,
-                 max_pitch: int = 83, history_length: int = 8, tempo: float = 100.0) -> None:
+                 max_pitch: int = 83, history_length: int = 8, tempo: float = 100.0, key_relative: bool = True
+                 ) -> None:
+        if not isinstance(key_relative, (bool, np.bool_)):
+            raise JamError(f"key_relative must be True or False, got {key_relative!r}")
         own = reward if reward is not None else f"jam_{self.agent}"
         other = "melody" if self.agent == "chords" else "chords"
         rw = {f"{self.agent}_reward": own, f"{other}_reward": partner_reward or f"jam_{other}"}
         self.duet = Duet(batch_size, n_bars=n_bars, meter=meter, steps_per_quarter=steps_per_quarter,
-                         min_pitch=min_pitch, max_pitch=max_pitch, history_length=history_length, **rw)
+                         min_pitch=min_pitch, max_pitch=max_pitch, history_length=history_length,
+                         key_relative=bool(key_relative) and self.agent == "chords", **rw)
         d = self.duet
         self.steps_per_bar, self.n_bars = d.steps_per_bar, d.n_bars
         self.keys = np.array(_resolve_keys(key), dtype=np.int64)
@@ -455,19 +572,63 @@ class _JamView(BatchedComposer):
         return self.duet.composition(index, self.tempo)
 
 
+class _PriorMelody:
+    """The melody partner ``"prior"``: the default conditioned note-RNN prior
+    (:func:`agents.models.note_rnn.load_prior`) samples a whole melody at reset, given what the
+    env knows before the chords are played: the episode's key, the meter and the
+    position in the bar (the chords are the agent's, online, so the prior gets them as
+    "not given"). Temperature ``temperature``; seeded from the episode's generator, so
+    deterministic under ``reset(seed=...)``. Loaded lazily (needs torch), not pickled."""
+
+    def __init__(self, grid: TokenGrid, meter: Meter, n_steps: int, temperature: float = 1.0) -> None:
+        if not (isinstance(temperature, (int, float)) and 0 <= temperature < float("inf")):
+            raise JamError(f"prior_temperature must be a finite number >= 0, got {temperature!r}")
+        self.grid, self.meter, self.n_steps, self.temperature = grid, meter, int(n_steps), float(temperature)
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            from agents.models.note_rnn import load_prior
+
+            model = load_prior("default")
+            if model.grid != self.grid:
+                raise JamError(f"partner='prior': the default prior plays on {model.grid}, this env on {self.grid}; "
+                               "use the default min_pitch/max_pitch/steps_per_quarter")
+            self._model = model
+        return self._model
+
+    def sample(self, key: int, rng: np.random.Generator) -> np.ndarray:
+        model = self._load()
+        T, bar = self.n_steps, self.meter.steps_per_bar(self.grid.steps_per_quarter)
+        cond = {"key": np.array(key), "meter": np.array(Meter.SUPPORTED.index(str(self.meter))),
+                "position": np.arange(T) % bar, "chord": np.full(T, -1), "next_chord": np.full(T, -1),
+                "style": np.array(-1)}
+        cond = {k: v for k, v in cond.items() if k in model.config.conditioning}
+        toks = model.sample(1, T, self.temperature, seed=int(rng.integers(2**62)), cond=cond or None)[0]
+        if toks[0] == HOLD:
+            toks[0] = REST
+        return toks.astype(np.int64)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_model": None}
+
+
 class JamChordsComposer(_JamView):
     """The chords agent over a melody partner: corpus melodies (held-out test split), a
-    user's MIDI/MusicXML/ABC file, or a trained melody run."""
+    user's MIDI/MusicXML/ABC file, the default prior, or a trained melody run."""
 
     agent = "chords"
     RESET_OPTIONS = ("melody", "key", "transpose", "transpose_bar", "start_bar")
 
-    def __init__(self, batch_size: int, *, partner: Any = "bach", split: str = "test", **kwargs: Any) -> None:
+    def __init__(self, batch_size: int, *, partner: Any = "bach", split: str = "test", prior_temperature: float = 1.0,
+                 **kwargs: Any) -> None:
         super().__init__(batch_size, **kwargs)
         d = self.duet
         self.partner_spec = partner
         self.partner_run = _RunPolicy(partner) if _is_run_dir(partner) else None
-        self.pool = [] if self.partner_run else held_out_melodies(partner, d.grid, d.meter, d.n_steps, split)
+        self.partner_prior = _PriorMelody(d.grid, d.meter, d.n_steps, prior_temperature) if partner == "prior" else None
+        self.pool = [] if self.partner_run or self.partner_prior else held_out_melodies(partner, d.grid, d.meter,
+                                                                                        d.n_steps, split)
         self.given = np.zeros((batch_size, d.n_steps), dtype=np.int64)  # the partner's melody per composition
 
     def draw_context(self, index: np.ndarray, rng: np.random.Generator, options: dict) -> EpisodeContext:
@@ -479,8 +640,27 @@ class JamChordsComposer(_JamView):
                 keys[j] = k
                 self.info[b] = {"key": Key.from_index(k).name, "melody": "run"}
                 continue
+            if self.partner_prior is not None:
+                keys[j], self.given[b], self.info[b] = self._prior_melody(rng, options)
+                continue
             keys[j], self.given[b], self.info[b] = self._melody(rng, options)
         return self._reset_duet(index, keys)
+
+    def _prior_melody(self, rng: np.random.Generator, opts: dict) -> tuple[int, np.ndarray, dict]:
+        for name in ("melody", "start_bar"):
+            if opts.get(name) is not None:
+                raise JamError(f"reset option {name!r} picks a corpus melody; partner='prior' samples one (accepted "
+                               "options: key, transpose, transpose_bar)")
+        key = int(self.keys[rng.integers(len(self.keys))]) if opts.get("key") is None else _parse_key(opts["key"])
+        toks = self.partner_prior.sample(key, rng)
+        return key, self._pushed(toks, opts), {"key": Key.from_index(key).name, "melody": "prior"}
+
+    def _pushed(self, toks: np.ndarray, opts: dict) -> np.ndarray:
+        """The melody with the push test's transposition (``transpose`` from ``transpose_bar``)."""
+        if opts.get("transpose"):
+            at = int(opts.get("transpose_bar", 4)) * self.duet.steps_per_bar
+            toks = transpose_melody(toks, self.duet.grid, int(opts["transpose"]), at)
+        return toks
 
     def _melody(self, rng: np.random.Generator, opts: dict) -> tuple[int, np.ndarray, dict]:
         d = self.duet
@@ -514,10 +694,7 @@ class JamChordsComposer(_JamView):
                                f"{'minor' if m.key >= 12 else 'major'} key only")
             shift = ((k % 12 - m.key % 12) + 6) % 12 - 6
             toks, key = transpose_melody(toks, d.grid, shift), k
-        if opts.get("transpose"):
-            at = int(opts.get("transpose_bar", 4)) * d.steps_per_bar
-            toks = transpose_melody(toks, d.grid, int(opts["transpose"]), at)
-        return key, toks, {"key": Key.from_index(key).name, "melody": m.id}
+        return key, self._pushed(toks, opts), {"key": Key.from_index(key).name, "melody": m.id}
 
     def action_tokens(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
         d = self.duet
@@ -525,7 +702,7 @@ class JamChordsComposer(_JamView):
             self._partner = self.partner_run.predict(d.observe("melody"), d.melody_masks())
         else:
             self._partner = self.given[d._rows, np.minimum(d.t, d.n_steps - 1)]
-        return d.legal_chords(actions)
+        return d.legal_chords(d.chords_from_relative(actions) if d.key_relative else actions)
 
 
 class JamMelodyComposer(_JamView):
@@ -563,7 +740,10 @@ class JamMelodyComposer(_JamView):
     def action_tokens(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
         d = self.duet
         if self.partner_run is not None:
-            chords = self.partner_run.predict(d.observe("chords"), d.chord_masks())
+            rel = self.partner_run.key_relative()
+            chords = self.partner_run.predict(d.observe("chords", key_relative=rel), d.chord_masks())
+            if rel:
+                chords = d.chords_from_relative(chords)
         else:
             chords = np.zeros(d.batch_size, dtype=np.int64)
             for b in range(d.batch_size):
@@ -598,7 +778,9 @@ class JamChordsEnv(SingleComposerEnv):
     (the test split of `musicenv.corpus.load("bach").split(seed=0)`, 4/4, at least
     `n_bars` long, in their own keys; train agents with `split="train"` and evaluate
     them on the default `split="test"`); also `"essen"`, `"oneills"` (parsed once and
-    cached), a list of these, a user's MIDI/MusicXML/ABC file or folder, or the run
+    cached), a list of these, a user's MIDI/MusicXML/ABC file or folder, `"prior"`
+    (the default conditioned note-RNN prior samples a melody in the episode's key,
+    meter and bar positions, at `prior_temperature`, seeded by the episode), or the run
     directory of a trained `JamMelody-v0` agent. The chords agent of `musicenv.jam_v0`
     seen as one Gymnasium env.
 
@@ -606,35 +788,50 @@ class JamChordsEnv(SingleComposerEnv):
 
     `Discrete(134)`: 0 N.C. (stop the chord), 1 HOLD (let it ring), 2 + code for the
     132 chords of `musicenv.theory` (code = root * 11 + quality, qualities
-    `QUALITIES`). At most one change per beat: `action_masks()` allows only HOLD
-    once the chord changed in the current beat, and no HOLD at the first step. An
-    action the mask forbids is played as HOLD (N.C. at step 0), so unmasked PPO
-    works too.
+    `QUALITIES`). With `key_relative=True` (default) the root counts semitones above
+    the key's tonic (so 2 + 7 * 11 is the dominant triad V in every key); with
+    `key_relative=False` it is the absolute pitch class. At most one change per beat:
+    `action_masks()` allows only HOLD once the chord changed in the current beat, and
+    no HOLD at the first step. An action the mask forbids is played as HOLD (N.C. at
+    step 0), so unmasked PPO works too.
 
     ## Observation Space
 
-    `Dict` of `Box(0, 1, float32)`:
+    `Dict` of `Box(0, 1, float32)`. With `key_relative=True` (default) every pitch
+    class and chord root is counted from the key's tonic, so one policy serves all
+    24 keys:
 
     | Key | Shape | Meaning |
     |-----|-------|---------|
-    | `melody` | (H, 39) | the melody's last H tokens (one-hot, column 38 = before the start) |
+    | `melody` | (H, 15) | the melody's last H steps: sounding pitch class (12), rest, note onset, before the start |
     | `history` | (H, 26) | own last H chord tokens: root, quality, N.C., HOLD, before-start |
     | `sounding_note` | (13,) | pitch class the melody sounded at the previous step (12: rest) |
-    | `bar_pitch_classes` | (12,) | share of this bar's steps so far on which each pitch class sounded |
+    | `beat_pitch_classes` | (12,) | share of this beat's steps so far on which each pitch class sounded |
+    | `bar_pitch_classes` | (12,) | the same for this bar so far |
     | `previous_bar_pitch_classes` | (12,) | the same for the previous bar |
     | `sounding_chord` | (24,) | the chord sounding now: root, quality, N.C. |
+    | `chord_tones` | (12,) | its pitch classes |
     | `chord_age` | (1,) | steps since it was struck / two bars (clipped at 1) |
     | `can_change` | (1,) | 1 when a chord may be struck at this step |
     | `position` | (steps per bar,) | step in the bar |
-    | `key` | (24,) | the melody's key |
+    | `mode` | (2,) | major, minor |
     | `progress` | (1,) | steps done / episode length |
+
+    With `key_relative=False` (the view of `jam_v0`'s chords agent): `melody` is
+    (H, 39), the melody's tokens one-hot (column 38 = before the start), pitch classes
+    and roots are absolute, `key` (24,) replaces `mode`, and `beat_pitch_classes`
+    and `chord_tones` are absent.
 
     ## Rewards
 
-    Default `"jam_chords"` (`rewards.jam`): the pair terms `jam_note_in_chord`,
-    `jam_onset_alignment` (x0.5), `jam_harmonic_rhythm`, `jam_cadence_together` (x4)
-    and the progression terms `jam_diatonic_chord`, `jam_functional_progression`
-    (x0.25 each). `info["reward_terms"]` has each term's contribution.
+    Default `"jam_chords"` (`rewards.jam`): `jam_note_in_chord` (+1 / -1 per sounding
+    16th: what the note-in-chord metric counts), `jam_chord_lengths` (x2: -N x KL of
+    the episode's chord lengths to Bach's), `jam_harmonic_rhythm` (frantic and frozen
+    harmony), `jam_cadence_together` (x4), `jam_onset_alignment` (x0.1, penalty only:
+    a change off the melody's onsets), `jam_diatonic_chord` (x0.5, penalty only: a
+    key-foreign chord), `jam_chord_vocabulary` (x0.5: log share of the chord in Bach's
+    chorales of the mode) and `jam_functional_progression` (x0.25).
+    `info["reward_terms"]` has each term's contribution.
 
     ## Starting State
 
@@ -651,12 +848,18 @@ class JamChordsEnv(SingleComposerEnv):
     ## Arguments
 
     ```python
-    gym.make("JamChords-v0", partner="bach", split="test", reward="jam_chords", n_bars=8, meter="4/4")
+    gym.make("JamChords-v0", partner="bach", split="test", reward="jam_chords", key_relative=True,
+             prior_temperature=1.0, n_bars=8, meter="4/4")
     ```
     """ + _COMMON_ARGS + """
+    * `key`: the keys `partner="prior"` (or a run) plays in (default any of 24); corpus
+      melodies keep their own keys (`reset(options={"key": ...})` transposes one).
+
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version. Since session 2 (same id, a deliberate change): the
+      key-relative view is the default and `jam_chords` pays the data's chord-length
+      distribution and chord vocabulary; `partner="prior"`.
     """
 
     core_class = JamChordsComposer
