@@ -411,17 +411,18 @@ def test_default_prior_scores_bare_and_conditioned_melodies(shipped):
 
 
 def test_default_prior_samples_follow_the_env_key_and_chords():
-    """Samples in the env's key over its progression (40 pieces, temperature 1) keep to the
-    key and the chords far more than the token-only Bach prior's (README: 92 % / 59 %
-    against 68 % / 24 %; the issue's goal of 95 % / 70 % is met only at temperature 0.8)."""
+    """Samples in the env's key over its progression (40 pieces, temperature 1) meet the
+    issue's goals, at least 95 % of notes in key and 70 % of strong-beat notes on chord
+    tones (README, 100 pieces: 96.7 % / 82.6 %), far above the token-only Bach prior's
+    68 % / 24 %; cooler sampling (0.8) keeps to the context even more."""
     from agents.prior_cli import conditioned_samples, melody_statistics
 
     new = melody_statistics(conditioned_samples(NoteRNN.load("default"), 40, seed=100))
     old = melody_statistics(conditioned_samples(NoteRNN.load("bach"), 40, seed=100, context=False))
-    assert new["in_key"] >= 0.88 and new["strong_beat_chord_tones"] >= 0.5
-    assert new["in_key"] > old["in_key"] + 0.1 and new["strong_beat_chord_tones"] > old["strong_beat_chord_tones"] + 0.2
+    assert new["in_key"] >= 0.95 and new["strong_beat_chord_tones"] >= 0.70
+    assert new["in_key"] > old["in_key"] + 0.2 and new["strong_beat_chord_tones"] > old["strong_beat_chord_tones"] + 0.4
     cool = melody_statistics(conditioned_samples(NoteRNN.load("default"), 40, seed=100, temperature=0.8))
-    assert cool["in_key"] >= 0.93 and cool["strong_beat_chord_tones"] >= 0.6
+    assert cool["in_key"] >= new["in_key"] and cool["strong_beat_chord_tones"] >= new["strong_beat_chord_tones"]
 
 
 @pytest.mark.slow

@@ -37,8 +37,8 @@ Shipped priors (:data:`PRIOR_NAMES`; every place a prior is named takes these na
 checkpoint path):
 
 * ``"default"`` (:data:`DEFAULT_PRIOR`): the general melody prior, a 1 x 64 LSTM with
-  relative-pitch features conditioned on key, meter, position, current and next chord
-  and style, trained on the Bach chorale sopranos, the Essen folk songs and O'Neill's
+  relative-pitch features and harmonic-pitch heads, conditioned on key, meter, position,
+  current and next chord and style, trained on the Bach chorale sopranos, the Essen folk songs and O'Neill's
   Irish tunes (:mod:`musicenv.melodies`) in all 12 keys; command, NLL tables and training
   record in ``note_rnn_default.metrics.json``; ``musicenv evaluate-prior`` prints its
   per-collection and leave-one-collection-out tables.
