@@ -374,6 +374,13 @@ def test_key_relative_chords_view_is_the_same_in_every_key():
     assert chord_token_name(int(env.unwrapped.core.duet.jam.chord_tokens[0, 0])) == "G" and "key" in obs
     with pytest.raises(JamError, match="key_relative"):
         gym.make("JamChords-v0", key_relative="yes")
+    from musicenv import jam_v0
+
+    pz = jam_v0.parallel_env(key_relative=True, n_bars=1)
+    obs, _ = pz.reset(seed=0, options={"key": "A minor"})
+    assert pz.observation_space("chords").contains(obs["chords"]) and "mode" in obs["chords"]
+    _, _, _, _, infos = pz.step({"melody": C4, "chords": chord_token(parse_chord("G"))})
+    assert chord_token_name(infos["chords"]["played"]) == "E"  # V of A minor
 
 
 def test_prior_melody_partner_is_seeded_and_in_key():
