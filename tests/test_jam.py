@@ -321,10 +321,19 @@ def test_jam_chords_push_options_and_bad_partner():
     _, info = env.reset(seed=0, options={"melody": 0})
     ref = env.unwrapped.core.given[0].copy()
     env.reset(seed=0, options={"melody": 0, "transpose": 6})
-    shifted = env.unwrapped.core.given[0]
+    shifted = env.unwrapped.core.given[0].copy()
     assert shifted[:64].tolist() == ref[:64].tolist() and shifted[64:].tolist() != ref[64:].tolist()
     env.reset(options={"melody": 0, "start_bar": 1})
     assert env.unwrapped.core.given[0][0] != HOLD
+    pushed = gym.make("JamChords-v0", push_prob=1.0, disable_env_checker=True)
+    pushed.reset(seed=0, options={"melody": 0})
+    moved = pushed.unwrapped.core.given[0]
+    first = int(np.flatnonzero(moved != ref)[0])
+    assert first >= 16 and moved[:first].tolist() == ref[:first].tolist()  # pushed from a bar after the first
+    pushed.reset(seed=0, options={"melody": 0, "transpose": 6})  # an explicit push wins
+    assert pushed.unwrapped.core.given[0].tolist() == shifted.tolist()
+    with pytest.raises(JamError, match="push_prob"):
+        gym.make("JamChords-v0", push_prob=2)
     with pytest.raises(JamError, match="unknown melody partner"):
         gym.make("JamChords-v0", partner="no-such-corpus")
     with pytest.raises(JamError, match="split"):
