@@ -4,7 +4,7 @@ SB3's ``model.zip`` holds cloudpickled objects (schedules, spaces, the policy cl
 so loading one can run any code its author put there. A musicenv run directory
 therefore stores an agent as
 
-* ``agent.pt``: the checkpoint envelope of :mod:`agents.checkpoint` — ``torch.save``
+* ``agent.pt``: the checkpoint envelope of :mod:`agents.models.checkpoint` — ``torch.save``
   of a dict of tensors, read back with ``torch.load(weights_only=True)`` — holding the
   policy's ``state_dict`` and, under ``modules``, the state of every other object SB3
   itself saves (``policy.optimizer``: the optimiser's moments, step counts and
@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from agents.checkpoint import read_checkpoint, write_checkpoint
-from agents.train import RunStateError
+from agents.models.checkpoint import read_checkpoint, write_checkpoint
+from agents.rundir import RunStateError
 from musicenv.files import write_atomically
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@
 * :class:`ProgressLines` prints training progress as plain lines (for logs and pipes).
 * :func:`evaluate` is the episode loop both the callback and the final evaluation use;
   it takes any ``policy(obs) -> action`` (a trained model through
-  :class:`agents.train.ModelPolicy`, or a baseline).
+  :class:`agents.sampling.ModelPolicy`, or a baseline).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from agents.sampling import ModelPolicy
 from musicenv.baselines import run_episode
 from musicenv.files import write_atomically
 from musicenv.progress import ProgressPrinter
@@ -219,8 +220,6 @@ class MusicEvalCallback(BaseCallback):
             self.env = None
 
     def evaluate(self) -> None:
-        from agents.train import ModelPolicy
-
         if self.env is None:
             raise RuntimeError("MusicEvalCallback.evaluate() runs only during training (no eval env yet)")
         seeds = range(self.seed, self.seed + self.n_episodes)
@@ -281,7 +280,13 @@ def _steps_of(name: str) -> int:
 
 class PeriodicCheckpoint(BaseCallback):
     """Save a checkpoint (:func:`save_checkpoint`) each time the model's timestep
-    counter passes a multiple of ``save_freq`` env steps."""
+    counter passes a multiple of ``save_freq`` env steps.
+
+    On-policy algorithms (PPO and its kin) are saved at the start of the next rollout,
+    after the update that used the finished one: a checkpoint then holds the weights of
+    every rollout it counts, and a run resumed from it collects the same rollouts as an
+    uninterrupted one and ends at the same timestep count. Off-policy algorithms train
+    during the steps and are saved on the step that passes the multiple."""
 
     def __init__(self, directory: str | Path, save_freq: int, *, save_replay_buffer: bool = False,
                  algo: str | None = None, config_hash: str | None = None, verbose: int = 0) -> None:
@@ -291,15 +296,27 @@ class PeriodicCheckpoint(BaseCallback):
         self.directory, self.save_freq, self.save_replay_buffer = Path(directory), save_freq, save_replay_buffer
         self.algo, self.config_hash = algo, config_hash
         self._next = save_freq
+        self._on_policy = False
 
     def _on_training_start(self) -> None:
+        from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
+        self._on_policy = isinstance(self.model, OnPolicyAlgorithm)
         self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq
 
-    def _on_step(self) -> bool:
+    def _save_if_due(self) -> None:
         if self.num_timesteps >= self._next:
             path = save_checkpoint(self.model, self.directory, save_replay_buffer=self.save_replay_buffer,
                                    algo=self.algo, config_hash=self.config_hash)
             if self.verbose:
                 print(f"checkpoint: {path}")
             self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq
+
+    def _on_rollout_start(self) -> None:
+        if self._on_policy:
+            self._save_if_due()
+
+    def _on_step(self) -> bool:
+        if not self._on_policy:
+            self._save_if_due()
         return True

@@ -69,7 +69,7 @@ from stable_baselines3.dqn.policies import MultiInputPolicy as DQNMultiInputPoli
 from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
-from agents.note_rnn import NoteRNN, prior_path
+from agents.models.note_rnn import NoteRNN, prior_path
 
 __all__ = [
     "PRIOR_SOURCES",

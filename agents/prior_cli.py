@@ -103,7 +103,7 @@ def _train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed, "weight_decay": args.weight_decay}
 
 
-_NEGATABLE = {"relative-pitch"}
+_NEGATABLE = {"relative-pitch", "harmonic-pitch"}
 
 
 def _command(args: argparse.Namespace, options: list[str]) -> str:
@@ -142,7 +142,7 @@ def _check_outputs(paths: Any, force: bool) -> None:
 
 # ---------------------------------------------------------------------------- pretrain
 _PRETRAIN_OPTIONS = ["corpus", "exclude", "melodies", "out", "arch", "layers", "hidden", "embed", "dropout", "heads",
-                     "relative-pitch", "condition", "context-dropout",
+                     "relative-pitch", "harmonic-pitch", "condition", "context-dropout",
                      "batch-size", "lr", "weight-decay", "steps", "eval-every", "patience", "max-minutes",
                      "no-augment", "seed", "split-seed", "threads"]
 
@@ -169,7 +169,8 @@ def _pretrain_melodies(args: argparse.Namespace) -> int:
     config = NoteRNNConfig(arch=args.arch, vocab_size=data.grid.vocab_size, embed_size=args.embed,
                            hidden_size=args.hidden, num_layers=args.layers, dropout=args.dropout, n_heads=args.heads,
                            conditioning=tuple(args.condition), bar_positions=4 * data.grid.steps_per_quarter,
-                           relative_pitch=args.relative_pitch, missing_context=True, styles=melodies.STYLES)
+                           relative_pitch=args.relative_pitch, harmonic_pitch=args.harmonic_pitch,
+                           missing_context=True, styles=melodies.STYLES)
     torch.manual_seed(args.seed)
     model = NoteRNN(config, data.grid)
     augment = False if args.no_augment else "random"
@@ -227,7 +228,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     config = NoteRNNConfig(arch=args.arch, vocab_size=data.grid.vocab_size, embed_size=args.embed,
                            hidden_size=args.hidden, num_layers=args.layers, dropout=args.dropout, n_heads=args.heads,
                            conditioning=tuple(args.condition), bar_positions=4 * data.grid.steps_per_quarter,
-                           relative_pitch=args.relative_pitch)
+                           relative_pitch=args.relative_pitch, harmonic_pitch=args.harmonic_pitch)
     torch.manual_seed(args.seed)
     model = NoteRNN(config, data.grid)
     print(f"{model}; training (augment={not args.no_augment}, {args.steps} updates max, "
@@ -674,6 +675,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--relative-pitch", action=argparse.BooleanOptionalAction, default=True,
                    help="relative-pitch features: intervals from the last pitch, pitch classes above the first "
                         "(default: on)")
+    p.add_argument("--harmonic-pitch", action=argparse.BooleanOptionalAction, default=False,
+                   help="output heads scoring each pitch by its pitch class above the key's tonic and the chord's "
+                        "root (needs key or chord in --condition; default: off)")
     p.add_argument("--condition", type=_conditions, default=[],
                    help="comma-separated conditioning, any of chord,next_chord,key,position,meter,style "
                         "(default: none, token-only)")

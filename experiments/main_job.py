@@ -90,12 +90,18 @@ class MainJobSettings:
         timesteps: training steps of each agent (the showcase and PPO from scratch).
         pieces: held-out pieces per source (compared and written).
         c2st_pieces: pieces per source sampled (not written) for the classifier
-            two-sample test against real melodies.
+            two-sample test against real melodies (the written pieces are among them when
+            fewer; 0: no test).
         seed: training seed.
         eval_seed: env seed of the first compared piece (piece k uses ``eval_seed + k``);
             far from the training and evaluation seeds agents.train uses.
         prior: the note-RNN prior (a name of ``agents.note_rnn.prior_path`` or a path).
         kl_coef: the showcase's KL coefficient (KLPPO's beta).
+        progression: the progression bank (or progression) of every env, for training and
+            for the compared pieces: ``"cadential"`` (default; every context closes with a
+            cadence onto the tonic chord, as the pieces real melodies come from do, so a
+            melody can end on the tonic over a tonic chord), ``"common"``, or any
+            ``progression`` MusicComposition-v0 takes.
         gamma: the showcase's discount. 0.95 rather than kl_ppo.yml's 0.8: the close of a
             piece (a long final note on the tonic) is paid at the last step, up to 16
             steps after the note is chosen, which 0.8 discounts to nothing (0.8**15 = 0.04).
@@ -115,6 +121,7 @@ class MainJobSettings:
     prior: str = "default"
     kl_coef: float = 0.03
     gamma: float = 0.95
+    progression: str = "cadential"
     threads: int = 1
     wav: bool | None = None
     progress: bool = True
@@ -130,6 +137,8 @@ class MainJobSettings:
             raise ValueError(f"kl_coef must be a number >= 0, got {self.kl_coef!r}")
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not 0 < self.gamma <= 1:
             raise ValueError(f"gamma must be a number in (0, 1], got {self.gamma!r}")
+        if not isinstance(self.progression, str) or not self.progression:
+            raise ValueError(f"progression must be a bank name or a progression, got {self.progression!r}")
         if not isinstance(self.prior, str) or not self.prior:
             raise ValueError(f"prior must be a checkpoint name or path, got {self.prior!r}")
 
@@ -138,16 +147,17 @@ def train_configs(settings: MainJobSettings) -> dict[str, Any]:
     """The two training runs: the showcase (KLPPO from the prior) and PPO from scratch."""
     from agents.train import TrainConfig
 
+    env = {"progression": settings.progression}
     common = dict(env_id="MusicComposition-v0", reward="theory", n_timesteps=settings.timesteps, seed=settings.seed,
                   eval_freq=0, final_episodes=5, baselines=[], n_threads=settings.threads, progress=settings.progress)
     return {
         "showcase": TrainConfig(algo="kl_ppo", policy="agents.policies:PriorActorCriticPolicy",
-                                env_kwargs={"observe_prior": settings.prior},
+                                env_kwargs={"observe_prior": settings.prior, **env},
                                 hyperparams={"kl_coef": float(settings.kl_coef), "gamma": float(settings.gamma),
                                              **settings.hyperparams},
                                 out=str(Path(settings.out) / "showcase"), **common),
         "ppo_scratch": TrainConfig(algo="ppo", policy="MultiInputPolicy", out=str(Path(settings.out) / "ppo_scratch"),
-                                   hyperparams=dict(settings.hyperparams), **common),
+                                   env_kwargs=dict(env), hyperparams=dict(settings.hyperparams), **common),
     }
 
 
@@ -184,9 +194,10 @@ def _train_or_reuse(cfg: Any, progress: bool, force: bool = False) -> Path:
     return train(cfg, force=force).run_dir
 
 
-def sample_compositions(source: str, n: int, seed: int) -> list[Any]:
+def sample_compositions(source: str, n: int, seed: int, progression: str | None = None) -> list[Any]:
     """``n`` pieces of a ``musicenv compose`` source, played but not written (piece k
-    uses env seed ``seed + k``)."""
+    uses env seed ``seed + k``; ``progression`` as the env takes it, None: the source's
+    or the env's default)."""
     import gymnasium as gym
 
     from musicenv.baselines import run_episode
@@ -194,6 +205,8 @@ def sample_compositions(source: str, n: int, seed: int) -> list[Any]:
 
     info, argument = get_source(source)
     settings = dict(info.env_kwargs(argument)) if info.env_kwargs is not None else {}
+    if progression is not None:
+        settings["progression"] = progression
     env = gym.make("MusicComposition-v0", **settings)
     try:
         make_policy = info.factory(env, argument=argument, temperature=1.0)
@@ -325,14 +338,16 @@ def run_main_job(settings: MainJobSettings, *, force: bool = False) -> dict[str,
         source = "prior" if prefix == "prior" else "random" if prefix == "random" else f"run:{run_dirs[run]}"
         print(f"\n== composing {settings.pieces} pieces: {label}")
         records = compose(source, settings.pieces, out / "pieces" / prefix, seed=settings.eval_seed, wav=settings.wav,
-                          name=prefix, progress=settings.progress, overwrite=True)  # the job's own folders
+                          name=prefix, progress=settings.progress, overwrite=True,  # the job's own folders
+                          progression=settings.progression)
         comps = [r.composition for r in records]
         totals = [r.reward_terms["total"] for r in records]
         sampled = comps
         if settings.c2st_pieces > settings.pieces:
             sampled = comps + sample_compositions(source, settings.c2st_pieces - settings.pieces,
-                                                  settings.eval_seed + settings.pieces)
-        rows[label] = style_row(comps, real, nll_fn, totals, (sampled, real, styled))
+                                                  settings.eval_seed + settings.pieces, settings.progression)
+        rows[label] = style_row(comps, real, nll_fn, totals,
+                                (sampled, real, styled) if settings.c2st_pieces > 0 else None)
         summaries[label] = {"pieces": len(records), "reward_mean": float(np.mean(totals)),
                             "reward_std": float(np.std(totals)),
                             "terms": {name: float(np.mean([r.reward_terms[name] for r in records]))
@@ -353,8 +368,8 @@ def run_main_job(settings: MainJobSettings, *, force: bool = False) -> dict[str,
     table = results_markdown(results)
     write_json(out / "results.json", results)
     text = (f"# musicenv main job\n\nKL-penalised PPO from the prior (`{settings.prior}`, kl_coef {settings.kl_coef}) "
-            f"and PPO from scratch, {settings.timesteps} steps each on the `theory` reward, against the prior and the "
-            f"random policy on the same {settings.pieces} held-out pieces (env seeds {results['seeds'][0]}.."
+            f"and PPO from scratch, {settings.timesteps} steps each on the `theory` reward over `{settings.progression}` "
+            f"progressions, against the prior and the random policy on the same {settings.pieces} held-out pieces (env seeds {results['seeds'][0]}.."
             f"{results['seeds'][1]}), and real melodies (the last 4 bars of 4/4 pieces). Percentages of notes, "
             f"intervals or pieces; the classifier two-sample test (C2ST) on {settings.c2st_pieces} pieces per source "
             "against all real melodies and against Bach's (the prior's style); 0.5 = indistinguishable.\n\n"
@@ -372,7 +387,8 @@ def run_main_job(settings: MainJobSettings, *, force: bool = False) -> dict[str,
 def _cmd_main_job(args: argparse.Namespace) -> int:
     settings = MainJobSettings(out=args.out, timesteps=args.timesteps, pieces=args.pieces,
                                c2st_pieces=args.c2st_pieces, seed=args.seed, eval_seed=args.eval_seed,
-                               prior=args.prior, kl_coef=args.kl_coef, threads=args.threads, wav=args.wav,
+                               prior=args.prior, kl_coef=args.kl_coef, progression=args.progression,
+                               threads=args.threads, wav=args.wav,
                                progress=args.progress)
     try:
         run_main_job(settings, force=args.force)
@@ -396,6 +412,8 @@ def add_commands(subparsers: Any) -> None:
                    help=f"pieces per source for the classifier two-sample test (default: {d.c2st_pieces})")
     p.add_argument("--prior", default=d.prior, help=f"note-RNN prior name or checkpoint (default: {d.prior})")
     p.add_argument("--kl-coef", type=float, default=d.kl_coef, help=f"the showcase's KL coefficient (default: {d.kl_coef})")
+    p.add_argument("--progression", default=d.progression,
+                   help=f"progression bank of every env: cadential, common, or a progression (default: {d.progression})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"training seed (default: {d.seed})")
     p.add_argument("--eval-seed", type=int, default=d.eval_seed, help=f"first piece's seed (default: {d.eval_seed})")
     p.add_argument("--threads", type=int, default=d.threads, help=f"torch threads (default: {d.threads})")

@@ -16,20 +16,20 @@ policy per piece, where ``policy(obs) -> action`` plays one episode (a source
 that cannot play in that env, e.g. a trained agent whose observation space
 differs, raises an error saying which settings to use). Built in: ``random``
 (uniformly random legal tokens) and ``rule``
-(:class:`~musicenv.baselines.RuleBasedPolicy`). Other modules add theirs with
-:func:`register_source`; the ones planned in DESIGN.md are listed in
-:data:`SOURCE_PROVIDERS`, and their module is imported the first time their name
-is asked for::
+(:class:`~musicenv.baselines.RuleBasedPolicy`). Every other source is registered here
+too, as Gymnasium registers envs: by an entry point ``"module:factory"`` that is
+imported the first time the source is asked for (the learned ones need torch):
+``prior`` and ``gan`` from the model layer (:mod:`agents.models`), ``run``,
+``run-greedy`` and ``run-unsafe-sb3-zip`` from training (:mod:`agents.train.sources`).
+Your own source is one call, with a factory or an entry point::
 
-    # in agents/note_rnn.py
     from musicenv.compose import register_source
 
-    def _prior_source(env, *, argument, temperature):
-        model = NoteRNN.load()
-        return lambda seed: PriorPolicy(model, env, temperature=temperature, seed=seed)
+    def scale_source(env, *, argument, temperature):
+        return lambda seed: ScalePolicy(env, seed=seed)
 
-    register_source("prior", _prior_source, summary="the pretrained note-RNN sampled at a temperature",
-                    uses_temperature=True)
+    register_source("scale", scale_source, summary="a C major scale, up and down")
+    register_source("mine", "mypackage.sources:my_source", summary="my model", uses_temperature=True)
 
 A source that needs an argument (``run:RUN_DIR``) registers with
 ``argument="RUN_DIR"`` and receives the text after the colon as ``argument``.
@@ -38,6 +38,7 @@ A source that needs an argument (``run:RUN_DIR``) registers with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import math
 import os
@@ -62,7 +63,6 @@ __all__ = [
     "SourceInfo",
     "UnknownSourceError",
     "OutputPathError",
-    "SOURCE_PROVIDERS",
     "register_source",
     "check_out_dir",
     "existing_pieces",
@@ -108,7 +108,7 @@ class SourceInfo:
 
     Attributes:
         name: what users type (``"rule"``; ``"run"`` for ``run:RUN_DIR``).
-        factory: see :class:`SourceFactory`.
+        factory: see :class:`SourceFactory`; or its entry point ``"module:name"`` until first used.
         summary: one line for listings and error messages.
         argument: metavar of the required ``name:ARGUMENT`` part, or None if it takes none.
         uses_temperature: whether ``temperature`` changes what it plays.
@@ -119,11 +119,11 @@ class SourceInfo:
     """
 
     name: str
-    factory: SourceFactory
+    factory: SourceFactory | str
     summary: str
     argument: str | None = None
     uses_temperature: bool = False
-    env_kwargs: Callable[[str | None], dict[str, Any]] | None = None
+    env_kwargs: Callable[[str | None], dict[str, Any]] | str | None = None
     options: tuple[str, ...] = ()
 
     @property
@@ -133,97 +133,110 @@ class SourceInfo:
 
 _SOURCES: dict[str, SourceInfo] = {}
 
-#: Sources planned in DESIGN.md that other modules register when imported:
-#: name -> (module that calls :func:`register_source` for it, what it is).
-SOURCE_PROVIDERS: dict[str, tuple[str, str]] = {
-    "prior": ("agents.note_rnn", "the pretrained note-RNN sampled at a temperature"),
-    "run": ("agents.train", "a trained agent, run:RUN_DIR"),
-    "gan": ("agents.gan", "the GAN's generator"),
-}
-
 _NAME_RE = re.compile(r"[a-z][a-z0-9_-]*")
+_ENTRY_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
-def register_source(name: str, factory: SourceFactory, *, summary: str | None = None, argument: str | None = None,
-                    uses_temperature: bool = False, replace: bool = False,
-                    env_kwargs: Callable[[str | None], dict[str, Any]] | None = None,
-                    options: tuple[str, ...] = ()) -> SourceFactory:
+def register_source(name: str, factory: SourceFactory | str, *, summary: str | None = None,
+                    argument: str | None = None, uses_temperature: bool = False, replace: bool = False,
+                    env_kwargs: Callable[[str | None], dict[str, Any]] | str | None = None,
+                    options: tuple[str, ...] = ()) -> SourceFactory | str:
     """Make ``factory`` (see :class:`SourceFactory`) available to :func:`compose` and
     ``musicenv compose`` as ``name``.
 
-    ``name`` is lower-case letters, digits, ``_`` and ``-``. ``summary`` is one line
-    for listings (default: the first line of the factory's docstring). ``argument``
-    (e.g. ``"RUN_DIR"``) makes the source take a required ``name:ARGUMENT``.
+    ``factory`` is the callable or its entry point ``"package.module:name"``, imported
+    the first time the source is used (so listing sources imports nothing). ``name`` is
+    lower-case letters, digits, ``_`` and ``-``. ``summary`` is one line for listings
+    (default: the first line of the factory's docstring; required for an entry point).
+    ``argument`` (e.g. ``"RUN_DIR"``) makes the source take a required ``name:ARGUMENT``.
     ``uses_temperature`` says the source samples at the ``temperature`` it is given.
-    ``env_kwargs(argument)`` returns env settings the source needs on top of the
-    user's (a run's ``observe_prior``, say); the user's own settings win on conflict.
-    ``options`` names extra keyword options of the factory (``compose(...,
-    options={"style": "essen"})``, ``musicenv compose prior --style essen``).
+    ``env_kwargs(argument)`` (a callable or an entry point) returns env settings the
+    source needs on top of the user's (a run's ``observe_prior``, say); the user's own
+    settings win on conflict. ``options`` names extra keyword options of the factory
+    (``compose(..., options={"style": "essen"})``, ``musicenv compose prior --style essen``).
     Registering a taken name raises ``ValueError`` unless ``replace=True``.
     Returns ``factory``.
     """
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError(f"source name {name!r} must be lower-case letters, digits, '_' or '-', starting with a letter")
-    if not callable(factory):
-        raise TypeError(f"source {name!r}: factory must be callable, got {factory!r}")
+    for what, value in (("factory", factory), ("env_kwargs", env_kwargs)):
+        if isinstance(value, str):
+            if not _ENTRY_RE.fullmatch(value):
+                raise ValueError(f"source {name!r}: {what} {value!r} is not an entry point 'package.module:name'")
+        elif value is not None and not callable(value):
+            raise TypeError(f"source {name!r}: {what} must be callable or an entry point 'package.module:name', "
+                            f"got {value!r}")
+    if factory is None:
+        raise TypeError(f"source {name!r}: factory must be callable, got None")
     if name in _SOURCES and not replace:
         raise ValueError(f"source {name!r} is already registered; pass replace=True to override it")
     if summary is None:
+        if isinstance(factory, str):
+            raise ValueError(f"source {name!r}: give a summary with an entry point (it is listed before import)")
         summary = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
     _SOURCES[name] = SourceInfo(name, factory, summary, argument, uses_temperature, env_kwargs, tuple(options))
     return factory
 
 
-def _load_provider(name: str) -> str | None:
-    """Import the module that provides source ``name``; None if it registered it, else why not."""
-    module, _ = SOURCE_PROVIDERS[name]
-    try:
-        importlib.import_module(module)
-    except ImportError as e:
-        return f"{module} cannot be imported ({e})"
-    except Exception as e:  # a provider's bug must not break the other sources; report it
-        return f"{module} failed to import ({type(e).__name__}: {e})"
-    if name not in _SOURCES:
-        return f"{module} does not register it yet"
-    return None
+def _resolve(entry: str) -> Any:
+    module, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+#: Registered source -> the same with its entry points imported (the registry keeps the names).
+_RESOLVED: dict[SourceInfo, SourceInfo] = {}
+
+
+def _load(info: SourceInfo) -> SourceInfo:
+    """``info`` with its entry points imported (once: later calls import nothing);
+    :class:`UnknownSourceError` saying why when one cannot be."""
+    if not isinstance(info.factory, str) and not isinstance(info.env_kwargs, str):
+        return info
+    if info in _RESOLVED:
+        return _RESOLVED[info]
+    resolved = {}
+    for what in ("factory", "env_kwargs"):
+        entry = getattr(info, what)
+        if not isinstance(entry, str):
+            continue
+        try:
+            resolved[what] = _resolve(entry)
+        except ImportError as e:
+            why = f"{entry.partition(':')[0]} cannot be imported ({e})"
+        except AttributeError as e:
+            why = f"{entry!r} does not exist ({e})"
+        except Exception as e:  # a provider's bug must not break the other sources; report it
+            why = f"{entry.partition(':')[0]} failed to import ({type(e).__name__}: {e})"
+        else:
+            continue
+        raise _unknown(info.name, f"source {info.name!r} ({info.summary}) is not available: {why}")
+    _RESOLVED[info] = dataclasses.replace(info, **resolved)
+    return _RESOLVED[info]
 
 
 def available_sources() -> dict[str, str]:
-    """Every usable source (``usage -> summary``), importing the modules of
-    :data:`SOURCE_PROVIDERS` to find out which of theirs are ready (this may import torch)."""
-    for name in SOURCE_PROVIDERS:
-        if name not in _SOURCES:
-            _load_provider(name)
+    """Every registered source (``usage -> summary``); imports nothing (a source whose
+    entry point cannot be imported says so when it is used)."""
     return {info.usage: info.summary for info in _SOURCES.values()}
 
 
 def _unknown(spec: str, problem: str) -> UnknownSourceError:
-    ready = available_sources()
     lines = [f"{problem}; available sources:"]
-    lines += [f"  {usage}: {summary}" for usage, summary in ready.items()]
-    missing = [(n, m) for n, m in SOURCE_PROVIDERS.items() if n not in _SOURCES]
-    if missing:
-        lines.append("not available yet:")
-        lines += [f"  {n}: {what} (provided by {module})" for n, (module, what) in missing]
+    lines += [f"  {usage}: {summary}" for usage, summary in available_sources().items()]
     return UnknownSourceError("\n".join(lines))
 
 
 def get_source(spec: str) -> tuple[SourceInfo, str | None]:
-    """Resolve ``"name"`` or ``"name:ARGUMENT"`` to its :class:`SourceInfo` and argument.
+    """Resolve ``"name"`` or ``"name:ARGUMENT"`` to its :class:`SourceInfo` (entry points
+    imported) and argument.
 
-    Raises :class:`UnknownSourceError` (listing what is available) for an unknown
-    name, a planned source whose module is not there yet, or a missing/unexpected
-    argument.
+    Raises :class:`UnknownSourceError` (listing what is registered) for an unknown
+    name, a source whose entry point cannot be imported (saying why), or a
+    missing/unexpected argument.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise _unknown(repr(spec), f"source must be a name, got {spec!r}")
     name, sep, argument = spec.strip().partition(":")
-    if name not in _SOURCES and name in SOURCE_PROVIDERS:
-        why = _load_provider(name)
-        if why is not None:
-            raise _unknown(spec, f"source {name!r} ({SOURCE_PROVIDERS[name][1]}) is not available: {why}")
-    if name not in _SOURCES:
-        available_sources()  # a provider module may register more names than its own (run-greedy)
     info = _SOURCES.get(name)
     if info is None:
         raise _unknown(spec, f"unknown source {spec!r}")
@@ -231,7 +244,7 @@ def get_source(spec: str) -> tuple[SourceInfo, str | None]:
         raise _unknown(spec, f"source {name!r} needs an argument: {info.usage}")
     if not info.argument and sep:
         raise _unknown(spec, f"source {name!r} takes no argument, got {spec!r}")
-    return info, (argument or None)
+    return _load(info), (argument or None)
 
 
 # ---- built-in sources ------------------------------------------------------------------
@@ -251,6 +264,23 @@ def _rule_source(env: gym.Env, *, argument: str | None, temperature: float) -> P
 register_source("random", _random_source, summary="uniformly random tokens among those the env allows (action_masks)")
 register_source("rule", _rule_source,
                 summary="rule-based composer: chord tones on strong beats, scale steps between, tonic at both ends")
+
+# The learned sources: the model layer (torch, no SB3), imported when first used.
+register_source("prior", "agents.models.prior:prior_source", uses_temperature=True, options=("style", "prior"),
+                summary="a pretrained note-RNN prior (--prior, default the general one) sampled at a temperature "
+                        "in the env's key and chords (--style bach|essen|oneills)")
+register_source("gan", "agents.models.discriminator:gan_source", uses_temperature=True,
+                summary="the GAN's generator (agents.models.gan), one line per episode")
+# Trained agents: a `musicenv train` run directory (training layer, SB3).
+_RUN = "a trained agent (a `musicenv train` run directory)"
+register_source("run", "agents.train.sources:run_source", argument="RUN_DIR",
+                env_kwargs="agents.train.sources:observation_kwargs", summary=f"{_RUN}, sampling its policy")
+register_source("run-greedy", "agents.train.sources:run_greedy_source", argument="RUN_DIR",
+                env_kwargs="agents.train.sources:observation_kwargs", summary=f"{_RUN}, always its most likely token")
+register_source("run-unsafe-sb3-zip", "agents.train.sources:run_unsafe_source", argument="RUN_DIR",
+                env_kwargs="agents.train.sources:observation_kwargs",
+                summary="UNSAFE: a run of an older musicenv that has only SB3 model.zip (a pickle, which can run "
+                        "code): only for runs you trust")
 
 
 # ---- output folder -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ Every writer goes through :func:`musicenv.render.write_atomically`.
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -35,7 +36,7 @@ from musicenv.theory import (
 if TYPE_CHECKING:
     import music21
 
-__all__ = ["Composition", "spell_pitch_class", "spelled_chord_name", "MIDI_TICKS_PER_QUARTER", "MELODY_PROGRAM", "CHORD_PROGRAM"]
+__all__ = ["Composition", "as_composition", "spell_pitch_class", "spelled_chord_name", "MIDI_TICKS_PER_QUARTER", "MELODY_PROGRAM", "CHORD_PROGRAM"]
 
 #: Resolution of exported MIDI files (ticks per quarter note); divisible by every
 #: supported ``steps_per_quarter`` so each grid step is a whole number of ticks.
@@ -253,7 +254,7 @@ class Composition:
         """
         import mido
 
-        from musicenv.render import write_atomically
+        from musicenv.files import write_atomically
 
         tempo_us = round(60_000_000 / self.tempo)  # microseconds per quarter note
         if not 0 < tempo_us < 2**24:
@@ -389,7 +390,7 @@ class Composition:
         """
         from music21.musicxml.m21ToXml import GeneralObjectExporter
 
-        from musicenv.render import write_atomically
+        from musicenv.files import write_atomically
 
         data: bytes = GeneralObjectExporter(self.to_music21()).parse()
         out = pathlib.Path(path)
@@ -435,3 +436,11 @@ def _write_mxl(path: pathlib.Path, data: bytes) -> None:
         zf.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.recordare.musicxml")
         zf.writestr("META-INF/container.xml", container)
         zf.writestr(inner_name, data)
+
+
+def as_composition(item: Composition | Sequence[int] | np.ndarray) -> Composition:
+    """``item`` itself if it is a :class:`Composition`; otherwise a composition of the
+    token sequence ``item`` on the default grid in C major, 4/4, without chords."""
+    if isinstance(item, Composition):
+        return item
+    return Composition(np.asarray(item))

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["REST", "HOLD", "FIRST_PITCH_TOKEN", "MIN_MIDI_PITCH", "MAX_MIDI_PITCH", "TokenGrid",
-           "Note", "EncodingError", "tokens_to_notes", "notes_to_tokens", "DEFAULT_GRID"]
+           "Note", "EncodingError", "tokens_to_notes", "notes_to_tokens", "transpose_tokens", "DEFAULT_GRID"]
 
 REST = 0  # silence starts
 HOLD = 1  # previous event continues
@@ -194,3 +194,29 @@ def pitch_class_octave(tokens, grid: TokenGrid = DEFAULT_GRID) -> tuple[np.ndarr
 def durations(tokens, grid: TokenGrid = DEFAULT_GRID) -> np.ndarray:
     """Duration (steps) of each note in order: the rhythm as a duration sequence."""
     return np.array([n.duration for n in tokens_to_notes(tokens, grid)], dtype=np.int64)
+
+
+def transpose_tokens(tokens, shift: int, grid: TokenGrid = DEFAULT_GRID, *,
+                     from_step: int = 0) -> tuple[np.ndarray, int]:
+    """The tokens with every NOTE_ON from step ``from_step`` on moved by ``shift``
+    semitones; a pitch that leaves the grid's range is folded back by octaves into it
+    (REST and HOLD stay). Returns ``(tokens, notes folded)``: a new int64 array and how
+    many notes had to be folded. The one token transposition of the project (the
+    n-gram and note-RNN data augmentation, the jam's push test); chords and keys move
+    with :func:`musicenv.theory.transpose_chords` and :func:`~musicenv.theory.transpose_key`.
+    Raises ``ValueError`` if a note must be folded into a range narrower than an octave.
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    out = tokens.copy()
+    on = tokens >= FIRST_PITCH_TOKEN
+    on[:max(int(from_step), 0)] = False
+    pitch = tokens[on] - FIRST_PITCH_TOKEN + grid.min_pitch + int(shift)
+    low, high = grid.min_pitch, grid.max_pitch
+    outside = (pitch < low) | (pitch > high)
+    if outside.any():
+        if high - low < 11:
+            raise ValueError(f"cannot fold pitches into the range {low}..{high}: it is narrower than an octave")
+        pitch = np.where(pitch < low, pitch + 12 * ((low - pitch + 11) // 12), pitch)
+        pitch = np.where(pitch > high, pitch - 12 * ((pitch - high + 11) // 12), pitch)
+    out[on] = pitch - grid.min_pitch + FIRST_PITCH_TOKEN
+    return out, int(outside.sum())

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from musicenv.encoding import FIRST_PITCH_TOKEN, HOLD, REST, TokenGrid
+from musicenv.encoding import FIRST_PITCH_TOKEN, HOLD, REST, TokenGrid, transpose_tokens
 from musicenv.theory import (
     CHORD_PC_MASK,
     KEY_SCALE_MASK,
@@ -464,14 +464,6 @@ def oracle_chords(melody_tokens: Any, key: int, grid: TokenGrid, steps_per_beat:
 def transpose_melody(melody_tokens: Any, grid: TokenGrid, semitones: int, from_step: int = 0) -> np.ndarray:
     """The melody with its notes from ``from_step`` on moved by ``semitones`` (folded by
     octaves into the grid's range): the push test's tritone shift."""
-    toks = _check_tokens(melody_tokens, grid.vocab_size, "melody tokens").copy()
-    for s in range(from_step, len(toks)):
-        if toks[s] >= FIRST_PITCH_TOKEN:
-            p = grid.pitch(int(toks[s])) + semitones
-            while p > grid.max_pitch:
-                p -= 12
-            while p < grid.min_pitch:
-                p += 12
-            toks[s] = grid.token(p)
-    return toks
+    toks = _check_tokens(melody_tokens, grid.vocab_size, "melody tokens")
+    return transpose_tokens(toks, semitones, grid, from_step=from_step)[0]
 

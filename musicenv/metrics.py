@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from musicenv.composition import Composition
+from musicenv.composition import Composition, as_composition
 from musicenv.encoding import REST, Note
 from musicenv.theory import CHORD_PC_MASK, CHORD_ROOT, KEY_SCALE_MASK, KEY_TONIC, NO_CHORD
 
@@ -103,14 +103,6 @@ class MetricsError(ValueError):
 
 #: A composition, or a bare 1-D token sequence (read as C major, 4/4, default grid).
 CompositionLike = Composition | Sequence[int] | np.ndarray
-
-
-def as_composition(item: CompositionLike) -> Composition:
-    """``item`` itself if it is a :class:`Composition`; otherwise a composition of the
-    token sequence ``item`` on the default grid in C major, 4/4, without chords."""
-    if isinstance(item, Composition):
-        return item
-    return Composition(np.asarray(item))
 
 
 def _as_set(items: Iterable[CompositionLike], what: str = "compositions") -> list[Composition]:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from musicenv.composition import Composition
+from musicenv.composition import Composition, as_composition
 from musicenv.theory import CHORD_PC_MASK, KEY_SCALE_MASK, KEY_TONIC, NO_CHORD
 
 __all__ = ["LENGTH_BIN_NAMES", "INTERVAL_BIN_NAMES", "LEAP", "REFERENCE_COLLECTIONS", "StyleError",
@@ -127,8 +127,6 @@ SCALARS: tuple[str, ...] = ("notes_per_bar", "sixteenth_share", "leap_share", "r
 
 
 def _as_compositions(items: Iterable[Any], what: str) -> list[Composition]:
-    from musicenv.metrics import as_composition
-
     comps = [as_composition(x) for x in items]
     if not comps:
         raise StyleError(f"the {what} set is empty; give at least one composition")

@@ -57,6 +57,8 @@ __all__ = [
     "chord_name",
     "transpose_key",
     "COMMON_PROGRESSIONS",
+    "CADENTIAL_PROGRESSIONS",
+    "PROGRESSION_BANKS",
     "transpose_chords",
 ]
 
@@ -472,6 +474,42 @@ COMMON_PROGRESSIONS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("i", "VI", "iv", "V"),
         ("i", "VII", "VI", "V"),
     ),
+}
+
+
+#: Bank of closing progressions (roman numerals, one chord per bar), per mode: every one
+#: ends on the tonic chord reached from the dominant (V-I, V7-I, V-i, V7-i: an authentic
+#: cadence) or the subdominant (IV-I, iv-i: a plagal cadence), so a melody over it can
+#: close the way real pieces do, on the tonic over a tonic chord. Of
+#: :data:`COMMON_PROGRESSIONS`, only those ending on the tonic chord are in it (4 of 14),
+#: with cadential formulas of the chorale and folk-song repertoire added (Caplin,
+#: *Classical Form*, ch. 3: the cadential progression; Aldwell & Schachter, *Harmony and
+#: Voice Leading*, ch. 6-10: I-IV-V-I, I-ii-V-I, I-vi-IV-V-I and their minor forms).
+CADENTIAL_PROGRESSIONS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "major": (
+        ("I", "IV", "V", "I"),
+        ("ii", "V7", "I", "I"),
+        ("I", "vi", "V7", "I"),
+        ("I", "ii", "V7", "I"),
+        ("vi", "IV", "V", "I"),
+        ("I", "IV", "V7", "I"),
+        ("I", "vi", "IV", "I"),
+        ("I", "V", "IV", "I"),
+    ),
+    "minor": (
+        ("i", "iv", "V", "i"),
+        ("ii°", "V7", "i", "i"),
+        ("i", "VI", "V7", "i"),
+        ("i", "iv", "V7", "i"),
+        ("VI", "iv", "V", "i"),
+        ("i", "VI", "iv", "i"),
+    ),
+}
+
+#: Named progression banks, as MusicComposition-v0's ``progression="<name>"`` takes them.
+PROGRESSION_BANKS: dict[str, dict[str, tuple[tuple[str, ...], ...]]] = {
+    "common": COMMON_PROGRESSIONS,
+    "cadential": CADENTIAL_PROGRESSIONS,
 }
 
 

@@ -34,17 +34,21 @@ register_preset("rl_tuner_theory", {name: 1.0 for name in RL_TUNER_RULES})
 # The default melody reward. Nothing in it pays per note: harmony is paid per beat of
 # sound, intervals as shares of the melody's moves, motifs per bar, rhythm as the distance
 # of the note-length histogram to the corpus's, phrases per phrase; the per-note terms
-# left (no_repetition, range) only penalise. So neither a stream of 16ths nor one held
-# note can outscore a real melody, and splitting a note into repeated notes never raises
-# the score (tests/test_rewards_melody.py). Weights: one beat of chord tone = 1, a chord
-# tone on a strong beat = 3, a fully stepwise melody = 6, a tonic close by step = 9, the
-# corpus's rhythm instead of a stream of 16ths = about 17.
+# left (no_repetition, range) only penalise. The terms that read the melody tied through
+# cannot tell four struck 16ths of one pitch from a quarter; repeat_rate can, and charges
+# a melody that repeats notes more than real melodies do. So neither a stream of 16ths,
+# nor repeated 16ths, nor one held note can outscore a real melody, and splitting a note
+# into repeated notes never raises the score (tests/test_rewards_melody.py). Weights: one
+# beat of chord tone = 1, a chord tone on a strong beat = 3, a fully stepwise melody = 6,
+# a tonic close by step = 9, the corpus's rhythm instead of a stream of 16ths = about 17,
+# every note struck again as 16ths instead of held = about -7.
 register_preset("theory", {
     "in_key_time": 4.0,
     "chord_tone_time": 1.0,
     "chord_tone_on_strong_beat": 3.0,
     "stepwise_share": 6.0,
     "leap_rate": 6.0,
+    "repeat_rate": 10.0,
     "leap_resolution": 1.0,
     "bar_motif": 2.0,
     "note_length_profile": 25.0,
@@ -72,8 +76,8 @@ register_preset("theory_v0", {
     "rhythmic_variety": 6.0,
     "rest_ratio": 4.0,
 })
-LAZY_TERMS["discriminator"] = "agents.gan:DiscriminatorReward"
-LAZY_TERMS["prior_log_likelihood"] = "agents.note_rnn:PriorLogLikelihood"
+LAZY_TERMS["discriminator"] = "agents.models.discriminator:DiscriminatorReward"
+LAZY_TERMS["prior_log_likelihood"] = "agents.models.prior:PriorLogLikelihood"
 LAZY_TERMS["preference"] = "musicenv.study.reward:PreferenceReward"
 # The RL Tuner's reward (Jaques et al. 2017, eq. 3): r = log p(a|s) + r_MT / c with the paper's c = 0.5.
 # Its log p is the token-only Bach prior ("bach"), so the reproduction stays comparable with the paper.

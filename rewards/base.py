@@ -103,10 +103,13 @@ class RewardTerm:
 class KernelTerm(RewardTerm):
     """A built-in term computed by a numba function inside :mod:`rewards.kernels`.
 
-    ``kernel`` names the function's entry in ``rewards.kernels.KERNEL_IDS``. The
-    function gets the parameters in ``PARAMS`` order as floats, a float64 state row
-    of ``len(FSTATE_INIT)`` (reset to those values) and an int64 state row of
-    :meth:`istate_size` entries (reset to ``ISTATE_FILL``).
+    ``kernel`` names the term's ``@njit(cache=True)`` function ``<kernel>_kernel``,
+    defined in the same ``rewards`` module as the class; the fused dispatch
+    (:mod:`rewards.kernel_dispatch`) is generated from the registered classes by
+    ``python -m rewards.kernels --write``. The function gets the parameters in
+    ``PARAMS`` order as floats, a float64 state row of ``len(FSTATE_INIT)`` (reset to
+    those values) and an int64 state row of :meth:`istate_size` entries (reset to
+    ``ISTATE_FILL``).
     """
 
     kernel: ClassVar[str] = ""

@@ -18,235 +18,148 @@ actions, the more the terms' branches mispredict). At B = 1 the call went from 3
 1.1 us. The kernels therefore must not allocate arrays (none does; numba refuses to
 compile one that does).
 
-To add a built-in term: write its kernel function with the shared signature (see
-:mod:`rewards.rl_tuner`), give its :class:`~rewards.base.KernelTerm` subclass
-``kernel = "<name>"``, append the name to ``KERNEL_NAMES`` and add one branch to
-:func:`step_terms_kernel`.
+The dispatch over the terms (``KERNEL_NAMES`` and ``step_terms_kernel``, one branch
+per built-in term) is derived from the registry: :func:`dispatch_source` writes it from
+every registered :class:`~rewards.base.KernelTerm` of this package, and the result is
+checked in as :mod:`rewards.kernel_dispatch` (a real file, so numba's ``cache=True``
+works). To add a built-in term, write its kernel function ``<name>_kernel`` with the
+shared signature (see :mod:`rewards.rl_tuner`) and its ``KernelTerm`` subclass with
+``kernel = "<name>"`` in one ``rewards`` module, then run
+``python -m rewards.kernels --write``. A test fails while the checked-in dispatch is
+stale (``python -m rewards.kernels --check``).
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+from pathlib import Path
+
 import numpy as np
-from numba import njit
 
-from rewards import counterpoint as CP
-from rewards import harmonization as HZ
-from rewards import harmony as H
-from rewards import melody as M
-from rewards import rl_tuner as R
-from rewards.base import KernelTerm
-
-#: Kernel ids, in dispatch order.
-KERNEL_NAMES: tuple[str, ...] = (
-    "in_key", "tonic", "no_repetition", "low_autocorrelation", "motif", "repeated_motif",
-    "preferred_intervals", "resolve_leaps", "unique_extrema",
-    "chord_tone_on_strong_beat", "consonance", "cadence", "stepwise_motion",
-    "leading_tone_resolution", "range", "rhythmic_variety", "rest_ratio",
-    "vertical_consonance", "parallel_perfects", "direct_perfects", "contrary_motion", "voice_crossing",
-    "melodic_leaps", "single_climax", "proper_cadence",
-    "melody_chord_tone", "functional_progression", "harmonic_cadence", "corpus_agreement",
-    "in_key_time", "chord_tone_time", "stepwise_share", "leap_rate", "leap_resolution", "bar_motif",
-    "note_length_profile", "phrase_endings", "period_form",
+from rewards.base import KernelTerm, RewardSpecError
+from rewards.kernel_dispatch import KERNEL_NAMES, step_terms_kernel
+from rewards.kernel_loop import (
+    MAX_ROW_SUM,
+    N_TABLE,
+    T_COL,
+    T_F_HI,
+    T_F_LO,
+    T_I_HI,
+    T_I_LO,
+    T_KERNEL,
 )
+
+__all__ = ["KERNEL_NAMES", "KERNEL_IDS", "KernelBatch", "step_terms_kernel", "builtin_kernel_terms",
+           "kernel_function", "dispatch_source", "DISPATCH_PATH", "MAX_ROW_SUM"]
+
+#: Kernel ids, in dispatch order (from the generated :mod:`rewards.kernel_dispatch`).
 KERNEL_IDS: dict[str, int] = {n: i for i, n in enumerate(KERNEL_NAMES)}
-
-#: Columns of ``KernelBatch.table``, one row per built-in term of the composite.
-T_KERNEL = 0  # index in KERNEL_NAMES
-T_COL = 1  # column of the term in the composite's values
-T_F_LO, T_F_HI = 2, 3  # the term's slice of each composition's float state row
-T_I_LO, T_I_HI = 4, 5  # ... and of its int state row
-N_TABLE = 6
+#: The generated dispatch module.
+DISPATCH_PATH = Path(__file__).with_name("kernel_dispatch.py")
 
 
-def _inlined(kernel):
-    """``kernel`` compiled to be inlined into the fused loop (see module doc)."""
-    return njit(inline="always")(kernel.py_func)
+# ------------------------------------------------------------------------------ the registry -> the dispatch
+def kernel_function(cls: type[KernelTerm]):
+    """The ``@njit`` function of built-in term class ``cls``: ``<cls.kernel>_kernel`` in
+    the module that defines ``cls`` (``TypeError`` saying what is missing otherwise)."""
+    module = sys.modules[cls.__module__]
+    fn = getattr(module, f"{cls.kernel}_kernel", None)
+    if fn is None or not hasattr(fn, "py_func"):
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__} has kernel = {cls.kernel!r} but {cls.__module__} "
+                        f"defines no @njit function {cls.kernel}_kernel")
+    return fn
 
 
-_in_key = _inlined(R.in_key_kernel)
-_tonic = _inlined(R.tonic_kernel)
-_no_repetition = _inlined(R.no_repetition_kernel)
-_low_autocorrelation = _inlined(R.low_autocorrelation_kernel)
-_motif = _inlined(R.motif_kernel)
-_repeated_motif = _inlined(R.repeated_motif_kernel)
-_preferred_intervals = _inlined(R.preferred_intervals_kernel)
-_resolve_leaps = _inlined(R.resolve_leaps_kernel)
-_unique_extrema = _inlined(R.unique_extrema_kernel)
-_chord_tone_on_strong_beat = _inlined(H.chord_tone_on_strong_beat_kernel)
-_consonance = _inlined(H.consonance_kernel)
-_cadence = _inlined(H.cadence_kernel)
-_stepwise_motion = _inlined(H.stepwise_motion_kernel)
-_leading_tone_resolution = _inlined(H.leading_tone_resolution_kernel)
-_range = _inlined(H.range_kernel)
-_rhythmic_variety = _inlined(H.rhythmic_variety_kernel)
-_rest_ratio = _inlined(H.rest_ratio_kernel)
-_vertical_consonance = _inlined(CP.vertical_consonance_kernel)
-_parallel_perfects = _inlined(CP.parallel_perfects_kernel)
-_direct_perfects = _inlined(CP.direct_perfects_kernel)
-_contrary_motion = _inlined(CP.contrary_motion_kernel)
-_voice_crossing = _inlined(CP.voice_crossing_kernel)
-_melodic_leaps = _inlined(CP.melodic_leaps_kernel)
-_single_climax = _inlined(CP.single_climax_kernel)
-_proper_cadence = _inlined(CP.proper_cadence_kernel)
-_melody_chord_tone = _inlined(HZ.melody_chord_tone_kernel)
-_functional_progression = _inlined(HZ.functional_progression_kernel)
-_harmonic_cadence = _inlined(HZ.harmonic_cadence_kernel)
-_corpus_agreement = _inlined(HZ.corpus_agreement_kernel)
-_in_key_time = _inlined(M.in_key_time_kernel)
-_chord_tone_time = _inlined(M.chord_tone_time_kernel)
-_stepwise_share = _inlined(M.stepwise_share_kernel)
-_leap_rate = _inlined(M.leap_rate_kernel)
-_leap_resolution = _inlined(M.leap_resolution_kernel)
-_bar_motif = _inlined(M.bar_motif_kernel)
-_note_length_profile = _inlined(M.note_length_profile_kernel)
-_phrase_endings = _inlined(M.phrase_endings_kernel)
-_period_form = _inlined(M.period_form_kernel)
+def builtin_kernel_terms() -> list[tuple[str, type[KernelTerm]]]:
+    """(kernel name, class) of every ``KernelTerm`` registered by this package, one per
+    kernel name, in registration order: what the fused dispatch is generated from."""
+    import rewards  # noqa: F401  (registers the built-in terms)
+    from rewards.registry import _REGISTRY
+
+    found: dict[str, type[KernelTerm]] = {}
+    for cls in _REGISTRY.values():
+        if not (issubclass(cls, KernelTerm) and cls.kernel and cls.__module__.split(".")[0] == "rewards"):
+            continue
+        if cls.kernel in found and kernel_function(found[cls.kernel]) is not kernel_function(cls):
+            raise TypeError(f"two built-in terms name kernel {cls.kernel!r} with different functions: "
+                            f"{found[cls.kernel].__qualname__} and {cls.__qualname__}")
+        found.setdefault(cls.kernel, cls)
+    return list(found.items())
 
 
-@njit(inline="always")
-def _score_batch(kernel, j, batch, terms, out):  # pragma: no cover - compiled
-    """``out[b, col] = weight * kernel(...)`` of term j for every composition b (0 where
-    b is inactive)."""
-    actions, active, tokens, key, chords, voice, core, consts, beat_level, pitch_of = batch
-    table, params, weights, fstate, istate = terms
-    col = table[j, T_COL]
-    f_lo, f_hi = table[j, T_F_LO], table[j, T_F_HI]
-    i_lo, i_hi = table[j, T_I_LO], table[j, T_I_HI]
-    p = params[j]
-    w = weights[j]
-    for b in range(actions.shape[0]):
-        if active[b]:
-            out[b, col] = w * kernel(actions[b], core[b, 0], key[b], tokens[b], chords[b], voice[b], core[b], consts,
-                                     beat_level, pitch_of, p, fstate[b, f_lo:f_hi], istate[b, i_lo:i_hi])
-        else:
-            out[b, col] = 0.0
+def dispatch_source() -> str:
+    """The text of :mod:`rewards.kernel_dispatch` for the terms registered now."""
+    terms = builtin_kernel_terms()
+    modules = sorted({cls.__module__ for _, cls in terms})
+    alias = {m: m.split(".")[-1] for m in modules}
+    lines = [
+        '"""The fused dispatch over every built-in reward term. GENERATED by',
+        "``python -m rewards.kernels --write`` from the ``KernelTerm`` classes registered in",
+        "``rewards`` (see :mod:`rewards.kernels`); do not edit. tests/test_rewards_rules.py",
+        'fails while this file is stale."""',
+        "",
+        "from numba import njit",
+        "",
+        f"from rewards import {', '.join(alias[m] for m in modules)}",
+        "from rewards.kernel_loop import T_KERNEL, inlined, row_sum, score_batch",
+        "",
+        "#: Kernel ids (a term's row in the dispatch), in registration order.",
+        "KERNEL_NAMES: tuple[str, ...] = (",
+        *(f'    "{name}",  # {cls.__module__}.{cls.__qualname__}' for name, cls in terms),
+        ")",
+        "",
+        *(f"_{name} = inlined({alias[cls.__module__]}.{name}_kernel)" for name, cls in terms),
+        "",
+        "",
+        "@njit(cache=True, _nrt=False)",
+        "def step_terms_kernel(actions, active, tokens, key, chords, voice, core, consts, beat_level, pitch_of,",
+        "                      table, params, weights, fstate, istate, out, total):  # pragma: no cover - compiled",
+        '    """For every built-in term j and composition b: ``out[b, table[j, T_COL]] = weights[j] *',
+        "    score`` (0 where b is inactive); then ``total[b]`` = the sum of row ``out[b]``, which",
+        '    includes the columns of terms computed outside this kernel."""',
+        "    batch = (actions, active, tokens, key, chords, voice, core, consts, beat_level, pitch_of)",
+        "    terms = (table, params, weights, fstate, istate)",
+        "    for j in range(table.shape[0]):",
+        "        tid = table[j, T_KERNEL]",
+    ]
+    for i, (name, _) in enumerate(terms):
+        lines.append(f"        {'if' if i == 0 else 'elif'} tid == {i}:")
+        lines.append(f"            score_batch(_{name}, j, batch, terms, out)")
+    lines += [
+        "    for b in range(out.shape[0]):",
+        "        total[b] = row_sum(out[b])",
+        "",
+    ]
+    return "\n".join(lines)
 
 
-@njit(inline="always")
-def _row_sum(row):  # pragma: no cover - compiled
-    """``row.sum()`` in numpy's own order (pairwise, 8 accumulators), so that totals are
-    bit-identical to ``values.sum(axis=1)``. Rows are short (one value per term): the
-    recursive split numpy applies above 128 values is not needed here."""
-    n = row.shape[0]
-    if n < 8:
-        s = 0.0
-        for i in range(n):
-            s += row[i]
-        return 0.0 + s
-    r0, r1, r2, r3 = row[0], row[1], row[2], row[3]
-    r4, r5, r6, r7 = row[4], row[5], row[6], row[7]
-    i = 8
-    while i < n - n % 8:
-        r0 += row[i]
-        r1 += row[i + 1]
-        r2 += row[i + 2]
-        r3 += row[i + 3]
-        r4 += row[i + 4]
-        r5 += row[i + 5]
-        r6 += row[i + 6]
-        r7 += row[i + 7]
-        i += 8
-    s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        s += row[i]
-        i += 1
-    return 0.0 + s
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rewards.kernels --write`` regenerates :mod:`rewards.kernel_dispatch`;
+    ``--check`` exits 1 if it is stale."""
+    parser = argparse.ArgumentParser(prog="python -m rewards.kernels", description=main.__doc__)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true", help="regenerate rewards/kernel_dispatch.py")
+    group.add_argument("--check", action="store_true", help="exit 1 if rewards/kernel_dispatch.py is stale")
+    args = parser.parse_args(argv)
+    text = dispatch_source()
+    current = DISPATCH_PATH.read_text(encoding="utf-8") if DISPATCH_PATH.exists() else None
+    if args.check:
+        if current != text:
+            print(f"{DISPATCH_PATH} is stale: run python -m rewards.kernels --write", file=sys.stderr)
+            return 1
+        print(f"{DISPATCH_PATH} is up to date ({len(builtin_kernel_terms())} built-in terms)")
+        return 0
+    if current != text:
+        from musicenv.files import write_atomically
+
+        write_atomically(DISPATCH_PATH, lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                         what="the generated dispatch")
+    print(f"wrote {DISPATCH_PATH} ({len(builtin_kernel_terms())} built-in terms)")
+    return 0
 
 
-#: Terms above this many values per row would need numpy's recursive pairwise split.
-MAX_ROW_SUM = 128
-
-
-@njit(cache=True, _nrt=False)
-def step_terms_kernel(actions, active, tokens, key, chords, voice, core, consts, beat_level, pitch_of,
-                      table, params, weights, fstate, istate, out, total):  # pragma: no cover - compiled
-    """For every built-in term j and composition b: ``out[b, table[j, T_COL]] = weights[j] *
-    score`` (0 where b is inactive); then ``total[b]`` = the sum of row ``out[b]``, which
-    includes the columns of terms computed outside this kernel."""
-    batch = (actions, active, tokens, key, chords, voice, core, consts, beat_level, pitch_of)
-    terms = (table, params, weights, fstate, istate)
-    for j in range(table.shape[0]):
-        tid = table[j, T_KERNEL]
-        if tid == 0:
-            _score_batch(_in_key, j, batch, terms, out)
-        elif tid == 1:
-            _score_batch(_tonic, j, batch, terms, out)
-        elif tid == 2:
-            _score_batch(_no_repetition, j, batch, terms, out)
-        elif tid == 3:
-            _score_batch(_low_autocorrelation, j, batch, terms, out)
-        elif tid == 4:
-            _score_batch(_motif, j, batch, terms, out)
-        elif tid == 5:
-            _score_batch(_repeated_motif, j, batch, terms, out)
-        elif tid == 6:
-            _score_batch(_preferred_intervals, j, batch, terms, out)
-        elif tid == 7:
-            _score_batch(_resolve_leaps, j, batch, terms, out)
-        elif tid == 8:
-            _score_batch(_unique_extrema, j, batch, terms, out)
-        elif tid == 9:
-            _score_batch(_chord_tone_on_strong_beat, j, batch, terms, out)
-        elif tid == 10:
-            _score_batch(_consonance, j, batch, terms, out)
-        elif tid == 11:
-            _score_batch(_cadence, j, batch, terms, out)
-        elif tid == 12:
-            _score_batch(_stepwise_motion, j, batch, terms, out)
-        elif tid == 13:
-            _score_batch(_leading_tone_resolution, j, batch, terms, out)
-        elif tid == 14:
-            _score_batch(_range, j, batch, terms, out)
-        elif tid == 15:
-            _score_batch(_rhythmic_variety, j, batch, terms, out)
-        elif tid == 16:
-            _score_batch(_rest_ratio, j, batch, terms, out)
-        elif tid == 17:
-            _score_batch(_vertical_consonance, j, batch, terms, out)
-        elif tid == 18:
-            _score_batch(_parallel_perfects, j, batch, terms, out)
-        elif tid == 19:
-            _score_batch(_direct_perfects, j, batch, terms, out)
-        elif tid == 20:
-            _score_batch(_contrary_motion, j, batch, terms, out)
-        elif tid == 21:
-            _score_batch(_voice_crossing, j, batch, terms, out)
-        elif tid == 22:
-            _score_batch(_melodic_leaps, j, batch, terms, out)
-        elif tid == 23:
-            _score_batch(_single_climax, j, batch, terms, out)
-        elif tid == 24:
-            _score_batch(_proper_cadence, j, batch, terms, out)
-        elif tid == 25:
-            _score_batch(_melody_chord_tone, j, batch, terms, out)
-        elif tid == 26:
-            _score_batch(_functional_progression, j, batch, terms, out)
-        elif tid == 27:
-            _score_batch(_harmonic_cadence, j, batch, terms, out)
-        elif tid == 28:
-            _score_batch(_corpus_agreement, j, batch, terms, out)
-        elif tid == 29:
-            _score_batch(_in_key_time, j, batch, terms, out)
-        elif tid == 30:
-            _score_batch(_chord_tone_time, j, batch, terms, out)
-        elif tid == 31:
-            _score_batch(_stepwise_share, j, batch, terms, out)
-        elif tid == 32:
-            _score_batch(_leap_rate, j, batch, terms, out)
-        elif tid == 33:
-            _score_batch(_leap_resolution, j, batch, terms, out)
-        elif tid == 34:
-            _score_batch(_bar_motif, j, batch, terms, out)
-        elif tid == 35:
-            _score_batch(_note_length_profile, j, batch, terms, out)
-        elif tid == 36:
-            _score_batch(_phrase_endings, j, batch, terms, out)
-        elif tid == 37:
-            _score_batch(_period_form, j, batch, terms, out)
-    for b in range(out.shape[0]):
-        total[b] = _row_sum(out[b])
-
-
+# ------------------------------------------------------------------------------ binding to a batch
 class KernelBatch:
     """The built-in terms of one composite, bound to one batch: parameters, state and
     the compiled step."""
@@ -265,6 +178,13 @@ class KernelBatch:
         f_off = np.concatenate([[0], np.cumsum(f_sizes)]).astype(np.int64)
         i_off = np.concatenate([[0], np.cumsum(i_sizes)]).astype(np.int64)
         self.table = np.zeros((n, N_TABLE), dtype=np.int64)
+        missing = [t for t in terms if t.kernel not in KERNEL_IDS]
+        if missing:
+            t = missing[0]
+            raise RewardSpecError(
+                f"reward term {t.name or type(t).__name__!r} (a KernelTerm with kernel = {t.kernel!r}) is not in the "
+                f"fused dispatch {DISPATCH_PATH}: a built-in term's class and <name>_kernel function go in a rewards "
+                f"module, then run python -m rewards.kernels --write; a term outside the package subclasses RewardTerm")
         self.table[:, T_KERNEL] = [KERNEL_IDS[t.kernel] for t in terms]
         self.table[:, T_COL] = np.arange(n) if cols is None else cols
         self.table[:, T_F_LO], self.table[:, T_F_HI] = f_off[:-1], f_off[1:]
@@ -291,3 +211,7 @@ class KernelBatch:
         (compositions where ``active`` is false are skipped and get 0); then write each
         row's sum, the reward, into ``total``."""
         step_terms_kernel(actions, active, *self._args, out, total)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

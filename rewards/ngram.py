@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from musicenv.encoding import FIRST_PITCH_TOKEN, TokenGrid
+from musicenv.encoding import FIRST_PITCH_TOKEN, TokenGrid, transpose_tokens
 from rewards.base import RewardSpecError, RewardTerm
 from rewards.registry import register
 
@@ -60,20 +60,9 @@ def shipped_ngram_path(name: str = "bach") -> Path:
 # ---------------------------------------------------------------------------- transposition
 def transpose(tokens: np.ndarray, shift: int, grid: TokenGrid) -> tuple[np.ndarray, int]:
     """Tokens moved by ``shift`` semitones; pitches leaving the grid's range are folded
-    back by octaves (as :mod:`musicenv.corpus` does). Returns (tokens, notes folded)."""
-    tokens = np.asarray(tokens, dtype=np.int64)
-    out = tokens.copy()
-    on = tokens >= FIRST_PITCH_TOKEN
-    pitch = tokens[on] - FIRST_PITCH_TOKEN + grid.min_pitch + shift
-    low, high = grid.min_pitch, grid.max_pitch
-    outside = (pitch < low) | (pitch > high)
-    if outside.any():
-        if high - low < 11:
-            raise ValueError(f"cannot fold pitches into the range {low}..{high}: it is narrower than an octave")
-        pitch = np.where(pitch < low, pitch + 12 * ((low - pitch + 11) // 12), pitch)
-        pitch = np.where(pitch > high, pitch - 12 * ((pitch - high + 11) // 12), pitch)
-    out[on] = pitch - grid.min_pitch + FIRST_PITCH_TOKEN
-    return out, int(outside.sum())
+    back by octaves (as :mod:`musicenv.corpus` does). Returns (tokens, notes folded).
+    :func:`musicenv.encoding.transpose_tokens` over the whole sequence."""
+    return transpose_tokens(tokens, shift, grid)
 
 
 def best_shift(tokens: np.ndarray, pitch_class_shift: int, grid: TokenGrid) -> int:

@@ -471,6 +471,17 @@ def oracle_leap_rate(c: Composition) -> list[float]:
     return _telescoped(values)
 
 
+def oracle_repeat_rate(c: Composition) -> list[float]:
+    tokens = c.tokens.tolist()
+    values = []
+    for t in range(len(tokens)):
+        struck = [pitch_of(a) for a in tokens[: t + 1] if pitch_of(a) is not None]
+        pairs = list(zip(struck, struck[1:]))
+        r = sum(a == b for a, b in pairs) / len(pairs) if pairs else 0.0
+        values.append(-max(0.0, r - 0.25) / 0.75)
+    return _telescoped(values)
+
+
 def oracle_leap_resolution(c: Composition) -> list[float]:
     out = [0.0] * c.n_steps
     m = moves(c.tokens.tolist())
@@ -583,6 +594,7 @@ ORACLES = {
     "chord_tone_time": oracle_chord_tone_time,
     "stepwise_share": oracle_stepwise_share,
     "leap_rate": oracle_leap_rate,
+    "repeat_rate": oracle_repeat_rate,
     "leap_resolution": oracle_leap_resolution,
     "bar_motif": oracle_bar_motif,
     "note_length_profile": oracle_note_length_profile,

@@ -168,33 +168,48 @@ def test_unknown_source_lists_the_available_ones(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_planned_source_that_is_not_there_yet_says_so(source_registry, monkeypatch, tmp_path):
-    monkeypatch.setitem(compose_module.SOURCE_PROVIDERS, "future", ("agents.not_written_yet", "a future model"))
-    monkeypatch.setitem(compose_module.SOURCE_PROVIDERS, "later", ("json", "a module that registers nothing"))
+def test_a_source_whose_entry_point_cannot_be_imported_says_why(source_registry, tmp_path):
+    register_source("future", "agents.not_written_yet:source", summary="a future model")
+    register_source("typo", "json:no_such_factory", summary="a misspelt factory")
+    assert available_sources()["future"] == "a future model"  # listing imports nothing
     with pytest.raises(UnknownSourceError) as err:
         compose("future", 1, tmp_path)
     message = str(err.value)
     assert message.startswith("source 'future' (a future model) is not available: agents.not_written_yet cannot "
                               "be imported (No module named 'agents.not_written_yet')")
-    assert "not available yet:\n" in message and "  later: a module that registers nothing (provided by json)" in message
-    with pytest.raises(UnknownSourceError, match="json does not register it yet"):
-        get_source("later")
+    assert "  rule: " in message
+    with pytest.raises(UnknownSourceError, match="'json:no_such_factory' does not exist"):
+        get_source("typo")
     assert listing(tmp_path) == set()
 
 
-def test_a_provider_may_register_more_than_its_own_name(source_registry, monkeypatch):
-    def provider(name):
-        if name == "agents.sampler":
-            register_source("sampler", lambda env, *, argument, temperature: None, summary="x")
-            register_source("sampler-greedy", lambda env, *, argument, temperature: None, summary="greedy x")
-            return None
+def test_an_entry_point_is_imported_once_on_first_use(source_registry, monkeypatch):
+    calls = []
+    real_import = compose_module.importlib.import_module
+
+    def counting_import(name):
+        calls.append(name)
         return real_import(name)
 
-    real_import = compose_module.importlib.import_module
-    monkeypatch.setattr(compose_module.importlib, "import_module", provider)
-    monkeypatch.setattr(compose_module, "SOURCE_PROVIDERS", {"sampler": ("agents.sampler", "x")})
-    info, argument = get_source("sampler-greedy")  # found although only "sampler" is listed
-    assert info.summary == "greedy x" and argument is None
+    monkeypatch.setattr(compose_module.importlib, "import_module", counting_import)
+    register_source("baseline", "musicenv.baselines:RuleBasedPolicy", summary="x", env_kwargs="json:loads")
+    assert calls == []
+    info, _ = get_source("baseline")
+    assert info.factory.__name__ == "RuleBasedPolicy" and info.env_kwargs.__name__ == "loads"
+    get_source("baseline")
+    assert calls == ["musicenv.baselines", "json"]
+    with pytest.raises(ValueError, match="not an entry point"):
+        register_source("bad", "musicenv.baselines", summary="x")
+    with pytest.raises(ValueError, match="give a summary"):
+        register_source("nosummary", "musicenv.baselines:RuleBasedPolicy")
+
+
+def test_learned_and_trained_sources_name_no_training_module_for_models():
+    """prior and gan come from the model layer; only trained agents come from training."""
+    entries = {name: info.factory for name, info in compose_module._SOURCES.items() if isinstance(info.factory, str)}
+    assert entries["prior"].startswith("agents.models.") and entries["gan"].startswith("agents.models.")
+    assert {n for n, e in entries.items() if e.startswith("agents.train.")} == {"run", "run-greedy",
+                                                                             "run-unsafe-sb3-zip"}
 
 
 def test_source_arguments_are_checked(source_registry, tmp_path):
@@ -250,15 +265,17 @@ def test_a_source_summary_defaults_to_its_docstring(source_registry):
 
 def test_a_broken_provider_module_is_reported_not_raised(source_registry, monkeypatch):
     def broken(name, *args, **kwargs):
-        if name == "agents.gan":
+        if name == "agents.broken_provider":
             raise TypeError("bad registration")
         return real_import(name, *args, **kwargs)
 
     real_import = compose_module.importlib.import_module
     monkeypatch.setattr(compose_module.importlib, "import_module", broken)
-    source_registry.pop("gan", None)
-    with pytest.raises(UnknownSourceError, match=r"agents.gan failed to import \(TypeError: bad registration\)"):
-        get_source("gan")
+    register_source("broken", "agents.broken_provider:source", summary="a provider with a bug")
+    with pytest.raises(UnknownSourceError, match=r"agents.broken_provider failed to import \(TypeError: bad "
+                                                 r"registration\)"):
+        get_source("broken")
+    assert get_source("rule")[0].name == "rule"  # the other sources still work
 
 
 def test_temperature_for_a_source_that_does_not_sample_is_an_error(tmp_path):

@@ -50,11 +50,12 @@ class DroneComposer(BatchedComposer):
 
     RESET_OPTIONS = ("key",)
 
-    def __init__(self, batch_size: int, *, reward="in_key", n_steps: int = 8) -> None:
+    def __init__(self, batch_size: int, *, reward="in_key", n_steps: int = 8, observation: str = "dict") -> None:
         if n_steps < 2:
             raise ValueError(f"n_steps must be >= 2, got {n_steps!r}")
         grid = TokenGrid(60, 71, 4)
-        super().__init__(CompositionBatch(batch_size, n_steps, grid, Meter.parse("4/4")), reward=reward, tempo=90)
+        super().__init__(CompositionBatch(batch_size, n_steps, grid, Meter.parse("4/4")), reward=reward, tempo=90,
+                         observation=observation)
 
     def draw_context(self, index, rng, options):
         keys = rng.integers(0, N_KEYS, size=len(index)) if options.get("key") is None \
@@ -80,6 +81,47 @@ class DroneEnv(SingleComposerEnv):
 
 class DroneVectorEnv(VectorComposerEnv):
     core_class = DroneComposer
+
+
+class TokenDroneComposer(DroneComposer):
+    """The drone task with the compact observation too: two integer fields."""
+
+    OBSERVATION_MODES = ("dict", "tokens")
+
+    def token_observation_layout(self):
+        return {"key": [N_KEYS], "step": [self.capacity + 1]}
+
+    def observe_tokens(self, out):
+        out[:, 0] = self.batch.key
+        out[:, 1] = self.batch.t
+
+
+class TokenDroneEnv(SingleComposerEnv):
+    """A test env: a melody over a drone, observed as integers."""
+
+    core_class = TokenDroneComposer
+
+
+class TokenDroneVectorEnv(VectorComposerEnv):
+    core_class = TokenDroneComposer
+
+
+def test_the_tokens_observation_is_two_optional_hooks():
+    with pytest.raises(ValueError, match="unknown observation mode 'tokens'; accepted: 'dict'"):
+        DroneEnv(observation="tokens")
+    env = TokenDroneEnv(observation="tokens")
+    check_env(env, skip_render_check=True)
+    assert env.observation_space == gym.spaces.Dict({"key": gym.spaces.MultiDiscrete([N_KEYS]),
+                                                     "step": gym.spaces.MultiDiscrete([9])})
+    obs, _ = env.reset(seed=0, options={"key": 14})
+    assert obs["key"].tolist() == [14] and obs["step"].tolist() == [0] and obs["step"].dtype == np.int64
+    obs, *_ = env.step(FIRST_PITCH_TOKEN)
+    assert obs["step"].tolist() == [1]
+    vec = TokenDroneVectorEnv(num_envs=2, observation="tokens")  # the vector front end takes the mode alike
+    obs, _ = vec.reset(seed=0)
+    assert obs["key"].shape == (2, 1) and vec.observation_space.contains(obs)
+    dense = TokenDroneEnv()  # the default stays the one-hot Dict
+    assert dense.reset(seed=0)[0]["key"].shape == (N_KEYS,)
 
 
 def test_driver_is_abstract_and_names_its_hooks():

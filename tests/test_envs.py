@@ -39,6 +39,25 @@ VECTOR_IDS = [spec.id for spec in ENV_SPECS if spec.vector_entry_point is not No
 RENDER_CASES = [(spec.id, mode) for spec in ENV_SPECS
                 for mode in (spec.entry_point if callable(spec.entry_point)
                              else load_env_creator(spec.entry_point)).metadata["render_modes"]]
+
+
+def _observation_modes(spec) -> tuple[str, ...]:
+    """The observation modes an env's task implements (``BatchedComposer.OBSERVATION_MODES``)."""
+    env_cls = spec.entry_point if callable(spec.entry_point) else load_env_creator(spec.entry_point)
+    return getattr(getattr(env_cls, "core_class", None), "OBSERVATION_MODES", ("dict",))
+
+
+#: (id, observation mode) for every mode each env implements: the sweeps below run in each.
+MODE_CASES = [(spec.id, mode) for spec in ENV_SPECS for mode in _observation_modes(spec)]
+VECTOR_MODE_CASES = [(i, m) for i, m in MODE_CASES if i in VECTOR_IDS]
+
+
+def _mode_kwargs(mode: str) -> dict:
+    """Constructor keywords selecting ``mode`` (none for the default, so that envs without
+    the ``observation`` argument are swept too)."""
+    return {} if mode == "dict" else {"observation": mode}
+
+
 #: Steps of the determinism test (Gymnasium's own rollout length).
 DETERMINISM_STEPS = 50
 
@@ -54,11 +73,12 @@ def test_registry_sweep_sees_every_env():
     assert tuple(ENV_IDS) == musicenv.ENV_IDS
     assert set(VECTOR_IDS) == set(ENV_IDS)  # every musicenv env has its batched vector version
     assert {mode for _, mode in RENDER_CASES} == {"ansi", "rgb_array"}
+    assert ("MusicComposition-v0", "tokens") in MODE_CASES
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS)
-def test_env_checker_passes_without_warnings(env_id):
-    env = gym.make(env_id)
+@pytest.mark.parametrize("env_id, obs_mode", MODE_CASES)
+def test_env_checker_passes_without_warnings(env_id, obs_mode):
+    env = gym.make(env_id, **_mode_kwargs(obs_mode))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env.unwrapped, skip_render_check=False)
@@ -74,11 +94,11 @@ def test_make_with_module_prefix(env_id):
     env.close()
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS)
-def test_deterministic_under_seed(env_id):
+@pytest.mark.parametrize("env_id, obs_mode", MODE_CASES)
+def test_deterministic_under_seed(env_id, obs_mode):
     """Two envs seeded alike give equal observations, rewards, flags and infos for 50
     steps (across episode ends), as in Gymnasium's determinism rollout."""
-    env1, env2 = gym.make(env_id), gym.make(env_id)
+    env1, env2 = gym.make(env_id, **_mode_kwargs(obs_mode)), gym.make(env_id, **_mode_kwargs(obs_mode))
     for env in (env1, env2):
         env.action_space.seed(123)
     assert data_equivalence(env1.reset(seed=123), env2.reset(seed=123), exact=True)
@@ -95,9 +115,9 @@ def test_deterministic_under_seed(env_id):
     assert keys_a != keys_b
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS)
-def test_pickled_env_behaves_like_original(env_id):
-    env = gym.make(env_id)
+@pytest.mark.parametrize("env_id, obs_mode", MODE_CASES)
+def test_pickled_env_behaves_like_original(env_id, obs_mode):
+    env = gym.make(env_id, **_mode_kwargs(obs_mode))
     env.reset(seed=7)
     n = env.action_space.n  # actions below are tokens of MusicComposition-v0, folded into smaller spaces
     for a in (14, 1, 16, 1, 0, 18):
@@ -133,11 +153,12 @@ def test_render_modes(env_id, mode):
         assert not np.array_equal(first, second)  # the new note is drawn
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS)
-def test_sb3_subproc_vec_env(env_id):
+@pytest.mark.parametrize("env_id, obs_mode", MODE_CASES)
+def test_sb3_subproc_vec_env(env_id, obs_mode):
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    venv = SubprocVecEnv([lambda: gym.make(f"musicenv:{env_id}") for _ in range(2)], start_method="spawn")
+    kwargs = _mode_kwargs(obs_mode)
+    venv = SubprocVecEnv([lambda: gym.make(f"musicenv:{env_id}", **kwargs) for _ in range(2)], start_method="spawn")
     try:
         venv.seed(3)
         obs = venv.reset()
@@ -152,10 +173,10 @@ def test_sb3_subproc_vec_env(env_id):
         venv.close()
 
 
-@pytest.mark.parametrize("env_id", VECTOR_IDS)
-def test_vector_env_of_one_matches_single_env(env_id):
-    single = gym.make(env_id)
-    vec = gym.make_vec(env_id, num_envs=1, vectorization_mode="vector_entry_point")
+@pytest.mark.parametrize("env_id, obs_mode", VECTOR_MODE_CASES)
+def test_vector_env_of_one_matches_single_env(env_id, obs_mode):
+    single = gym.make(env_id, **_mode_kwargs(obs_mode))
+    vec = gym.make_vec(env_id, num_envs=1, vectorization_mode="vector_entry_point", **_mode_kwargs(obs_mode))
     n_steps = single.unwrapped.core.n_steps
     rng = np.random.default_rng(1)
     o1, _ = single.reset(seed=5)
@@ -174,11 +195,11 @@ def test_vector_env_of_one_matches_single_env(env_id):
             assert r2[0] == 0.0 and not t2[0]
 
 
-@pytest.mark.parametrize("env_id", VECTOR_IDS)
-def test_vector_env_matches_independent_single_envs(env_id):
+@pytest.mark.parametrize("env_id, obs_mode", VECTOR_MODE_CASES)
+def test_vector_env_matches_independent_single_envs(env_id, obs_mode):
     n = 4
-    vec = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point")
-    singles = [gym.make(env_id) for _ in range(n)]
+    vec = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", **_mode_kwargs(obs_mode))
+    singles = [gym.make(env_id, **_mode_kwargs(obs_mode)) for _ in range(n)]
     # options that fix the whole context, in the env's own terms (MusicComposition-v0:
     # {"key": "D minor", "progression": "i-iv-V-i"})
     opts = type(singles[0].unwrapped).EXAMPLE_RESET_OPTIONS

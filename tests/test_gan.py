@@ -281,7 +281,9 @@ def test_calibration_puts_reference_near_zero_and_random_tokens_near_minus_one(t
 
 def test_seqgan_updates_change_the_critic_only_for_that_term(tiny_checkpoint: Path):
     term, batch = _bound_term(tiny_checkpoint, 2, update_every=4, update_steps=2, update_batch=4)
-    frozen = gan._load_frozen(tiny_checkpoint)
+    from agents.models.discriminator import _load_frozen
+
+    frozen = _load_frozen(tiny_checkpoint)  # the shared frozen copy the other terms use
     before = {k: v.clone() for k, v in term.model.critic.state_dict().items()}
     lines = gan.random_token_melodies(2, 32, seed=1)
     first = _episode(term, batch, lines)
@@ -341,7 +343,9 @@ def test_cli_registers_train_gan_and_eval_gan():
 def test_gan_compose_source_plays_one_generated_line_per_episode(tiny_checkpoint: Path,
                                                                  monkeypatch: pytest.MonkeyPatch):
     compose = pytest.importorskip("musicenv.compose")
-    monkeypatch.setattr(gan, "DEFAULT_GAN", tiny_checkpoint)
+    import agents.models.gan as gan_model
+
+    monkeypatch.setattr(gan_model, "DEFAULT_GAN", tiny_checkpoint)  # MelodyGAN.load()'s default
     info, argument = compose.get_source("gan")
     env = gym.make("MusicComposition-v0", reward="in_key", key="G major")
     make_policy = info.factory(env, argument=argument, temperature=1.0)

@@ -38,6 +38,10 @@ def test_main_job_trains_compares_and_composes_every_source(tmp_path, capsys):
     keys = {prefix: [line.split("|")[3:5] for line in (out / "pieces" / prefix / "index.md").read_text().splitlines()
                      if line.startswith(("| 1 |", "| 2 |"))][:2] for _, prefix, _ in SOURCES}
     assert keys["showcase"] == keys["ppo_scratch"] == keys["prior"] == keys["random"]
+    # ... drawn from the cadential bank, in training and in the comparison
+    for run in ("showcase", "ppo_scratch"):
+        assert "progression: cadential" in (out / run / "config.yml").read_text()
+    assert "progression: `cadential`" in (out / "pieces" / "prior" / "index.md").read_text()
     # the showcase starts as the prior: after 64 steps it still plays much like it
     nll = {label: results["rows"][label]["nll"] for label, _, _ in SOURCES}
     assert nll["random"] > nll[SOURCES[0][0]] + 1
@@ -79,6 +83,8 @@ def test_main_job_refuses_bad_settings(tmp_path):
         run_main_job(MainJobSettings(out=str(tmp_path), kl_coef=-1.0))
     with pytest.raises(ValueError, match=r"gamma must be a number in \(0, 1\]"):
         run_main_job(MainJobSettings(out=str(tmp_path), gamma=1.5))
+    with pytest.raises(ValueError, match="progression must be a bank name or a progression"):
+        run_main_job(MainJobSettings(out=str(tmp_path), progression=""))
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises((NotADirectoryError, ValueError)):

@@ -201,10 +201,11 @@ def test_unknown_names_raise_clear_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the conditioned model
-def tiny(seed=0, hidden=24) -> NoteRNN:
+def tiny(seed=0, hidden=24, harmonic=False) -> NoteRNN:
     torch.manual_seed(seed)
     return NoteRNN(NoteRNNConfig(hidden_size=hidden, embed_size=16, num_layers=1, dropout=0.0, relative_pitch=True,
-                                 conditioning=ALL, missing_context=True, styles=melodies.STYLES)).eval()
+                                 conditioning=ALL, missing_context=True, styles=melodies.STYLES,
+                                 harmonic_pitch=harmonic)).eval()
 
 
 def test_missing_context_scores_a_bare_sequence_and_equals_explicit_minus_ones():
@@ -269,8 +270,9 @@ def test_examples_carry_every_context():
     assert moved.key == 2 and names(moved.chord, 8) == names(transpose_chords(e.chord, 2), 8) and folded == 0
 
 
-def test_compiled_step_equals_the_torch_step_with_context():
-    model = tiny(seed=3)
+@pytest.mark.parametrize("harmonic", [False, True], ids=["plain", "harmonic-pitch"])
+def test_compiled_step_equals_the_torch_step_with_context(harmonic):
+    model = tiny(seed=3, harmonic=harmonic)
     for p in model.parameters():
         p.data.normal_(0, 0.3)
     step = LSTMStepper(model)
@@ -287,6 +289,36 @@ def test_compiled_step_equals_the_torch_step_with_context():
         toks = rng.integers(0, G.vocab_size, B)
     with pytest.raises(ValueError, match="key ids must be in 0..23"):
         step(toks, s2, {"key": 30})
+
+
+def test_harmonic_pitch_heads_score_scale_and_chord_degrees_in_every_key():
+    """The key and chord heads add one value per pitch class above the tonic / root: with
+    every other weight zero, a chord's tones get its head's boost in any key, N.C. and a
+    missing chord add nothing, and the compiled step agrees."""
+    model = tiny(harmonic=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.chord_out.bias[[0, 4, 7]] = 3.0  # root, third, fifth (of a major chord)
+        model.key_out.bias[[0, 2, 4, 5, 7, 9, 11]] = 1.0  # major-scale degrees
+    step = LSTMStepper(model)
+    with torch.no_grad():
+        for key, chord in (("C", "C"), ("Eb", "Ab"), ("B", "F#")):
+            k, c = parse_key(key), parse_chord(chord)
+            lp, _ = model.log_probs(np.array([model.begin]), model.initial_state(1), {"key": [k], "chord": [c]})
+            fast, _ = step(np.array([model.begin]), model.initial_state(1), {"key": [k], "chord": [c]})
+            np.testing.assert_allclose(lp.numpy(), fast.numpy(), atol=1e-5)
+            pcs = [(G.min_pitch + i) % 12 for i in range(G.n_pitches)]
+            notes = lp[0, 2:].numpy()
+            tonic = parse_key(key) % 12
+            for i, pc in enumerate(pcs):
+                boost = 3.0 * CHORD_PC_MASK[c, pc] + 1.0 * ((pc - tonic) % 12 in (0, 2, 4, 5, 7, 9, 11))
+                assert notes[i] - notes[pcs.index((tonic + 1) % 12)] == pytest.approx(boost, abs=1e-5)
+        for cond in ({"chord": [NO_CHORD]}, {"chord": [-1]}, None):
+            lp, _ = model.log_probs(np.array([model.begin]), model.initial_state(1), cond)
+            assert np.allclose(lp[0, 2:].numpy(), lp[0, 2].item())  # no pitch preferred
+    with pytest.raises(ValueError, match="harmonic_pitch .* needs 'key' or 'chord'"):
+        NoteRNNConfig(conditioning=("meter",), harmonic_pitch=True)
 
 
 # ---------------------------------------------------------------------------- names and plumbing

@@ -83,6 +83,21 @@ def test_leap_rate_tolerates_one_leap_in_ten_and_charges_beyond():
     assert raw("leap_rate", half).sum() == pytest.approx(-0.4 / 0.9)
 
 
+def test_repeat_rate_tolerates_one_repeat_in_four_and_charges_every_struck_repeat():
+    two_in_four = comp(line((C4, 4), (C4, 4), (D4, 4), (E4, 4), (None, 4), (E4, 4)))  # a rest does not break a repeat
+    assert raw("repeat_rate", two_in_four).sum() == pytest.approx(-(2 / 4 - 0.25) / 0.75)
+    one_in_four = comp(line((C4, 4), (C4, 4), (D4, 4), (E4, 4), (F4, 4)))
+    assert raw("repeat_rate", one_in_four).sum() == pytest.approx(0.0, abs=1e-12)  # the first repeat is paid back
+    assert raw("repeat_rate", comp(line((C4, 4), (D4, 4), (E4, 4), (C4, 4), (D4, 4)))).sum() == 0.0
+    held = comp(line((C4, 16)))
+    struck = comp(line(*[(C4, 1)] * 16))  # the tied-through terms read both as one whole note
+    assert raw("repeat_rate", held).sum() == 0.0
+    assert raw("repeat_rate", struck).sum() == pytest.approx(-1.0)
+    assert raw("repeat_rate", comp(line((C4, 2), (C4, 2), (D4, 4))), scale=3).sum() == pytest.approx(-3 * (0.5 - 0.25) / 0.75)
+    with pytest.raises(RewardSpecError, match="allowed"):
+        rewards.make({"repeat_rate": {"allowed": 1.0}})
+
+
 @pytest.mark.parametrize("notes, expected", [
     ([C4, G4, F4], {}),                      # leap up, step down: resolved
     ([C4, G4, G4, F4], {}),                  # a repeated note waits
@@ -232,6 +247,39 @@ def test_16th_streams_and_held_notes_score_below_real_melodies_under_theory():
     for farm in (_dense_scale, _dense_chord_tones, _held_tonic):
         farmed = [score("theory", farm(c)) for c in contexts + real[-4:]]
         assert max(farmed) < min(real_scores), (farm.__name__, max(farmed), min(real_scores))
+
+
+def _restruck(c):
+    """Every note of ``c`` struck again on each of its 16ths (the same pitches, nothing held)."""
+    tokens = np.array(c.tokens)
+    for pitch, onset, duration in c.notes():
+        tokens[onset: onset + duration] = tok(pitch)
+    return Composition(tokens, c.key, c.meter, c.chords)
+
+
+def test_repeated_16ths_on_chord_tones_score_below_real_melodies_under_theory():
+    """The farm that tied-through terms cannot see: a chord tone per beat struck on every
+    16th (the PPO-from-scratch agent's habit), and real melodies with every note re-struck."""
+    from reward_helpers import chord_pcs
+
+    def repeated_chord_tones(c):
+        out, prev, spb = [], 67, c.meter.steps_per_beat(4)
+        for t in range(c.n_steps):
+            if t % spb == 0:
+                pcs = chord_pcs(int(c.chords[t]))
+                prev = min((p for p in range(55, 80) if p % 12 in pcs and p != prev), key=lambda p: (abs(p - prev), p))
+            out.append(tok(prev))
+        return Composition(np.array(out), c.key, c.meter, c.chords)
+
+    contexts = _contexts()
+    real = contexts + _chorale_windows("bach/bwv66.6") + _chorale_windows("bach/bwv347")
+    real_scores = [score("theory", c) for c in real]
+    farmed = [score("theory", repeated_chord_tones(c)) for c in real]
+    assert max(farmed) < min(real_scores), (max(farmed), min(real_scores))
+    # re-striking every note of a real melody costs it at least half of repeat_rate's weight
+    weight = rewards.PRESETS["theory"]["repeat_rate"]
+    for c, s in zip(real, real_scores):
+        assert score("theory", _restruck(c)) <= s - weight / 2
 
 
 def test_theory_v0_is_the_old_per_note_preset_and_is_farmed_by_16ths():

@@ -346,6 +346,7 @@ RANGES = {  # (low, high) per step, default parameters
     "stepwise_motion": (-0.5, 1), "leading_tone_resolution": (-1, 1), "range": (-1, 0), "rhythmic_variety": (0, 1),
     "rest_ratio": (-5, 0),
     "in_key_time": (-0.25, 0), "chord_tone_time": (-0.25, 0.25), "stepwise_share": (-1, 1), "leap_rate": (-1, 1),
+    "repeat_rate": (-1, 1),
     "leap_resolution": (-1, 0), "bar_motif": (0, 1), "note_length_profile": (-1, 1), "phrase_endings": (0, 2),
     "period_form": (0, 1),
     **{name: (0, 0) for name in GIVEN_VOICE_TERMS},  # no given voice in these melodies
@@ -354,6 +355,64 @@ RANGES = {  # (low, high) per step, default parameters
 
 def test_ranges_and_oracles_cover_every_built_in_term():
     assert set(RANGES) == set(ORACLES) == set(ALL_TERMS + GIVEN_VOICE_TERMS) == set(kernels.KERNEL_NAMES)
+
+
+# ---------------------------------------------------------------------------- the registry -> the fused dispatch
+def test_generated_dispatch_is_up_to_date():
+    """rewards/kernel_dispatch.py is what the registered built-in terms generate; when a
+    term is added, renamed or removed, run ``python -m rewards.kernels --write``."""
+    assert kernels.DISPATCH_PATH.read_text(encoding="utf-8") == kernels.dispatch_source(), \
+        "rewards/kernel_dispatch.py is stale: run python -m rewards.kernels --write"
+    assert kernels.main(["--check"]) == 0
+
+
+def test_dispatch_is_derived_from_the_registry():
+    from rewards.registry import _REGISTRY
+
+    registered = {cls.kernel: cls for cls in _REGISTRY.values()
+                  if issubclass(cls, rewards.KernelTerm) and cls.__module__.startswith("rewards.")}
+    assert set(kernels.KERNEL_NAMES) == set(registered) and len(kernels.KERNEL_NAMES) == len(set(kernels.KERNEL_NAMES))
+    for name, cls in registered.items():
+        fn = kernels.kernel_function(cls)
+        assert fn.__name__ == f"{name}_kernel" and fn.__module__ == cls.__module__
+
+
+def test_a_new_built_in_term_is_one_class_and_one_kernel(monkeypatch):
+    """A term written in a rewards module (kernel function + class) appears in the
+    generated dispatch with its own branch; until the dispatch is regenerated, using it
+    fails with an error that says how to regenerate."""
+    import sys
+    import types
+
+    from numba import njit
+
+    from rewards.registry import _REGISTRY
+
+    module = types.ModuleType("rewards.zz_extra")
+
+    @njit(cache=False)
+    def zz_onsets_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):
+        return p[0] if pitch_of[a] >= 0 else 0.0
+
+    module.zz_onsets_kernel = zz_onsets_kernel
+
+    class ZzOnsets(rewards.KernelTerm):
+        """Reward every onset: +bonus per NOTE_ON. Range [0, bonus]. Source: a test."""
+
+        kernel = "zz_onsets"
+        PARAMS = {"bonus": 1.0}
+
+    ZzOnsets.__module__, ZzOnsets.__qualname__ = module.__name__, "ZzOnsets"
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(_REGISTRY, "zz_onsets", ZzOnsets)
+    ZzOnsets.name = "zz_onsets"
+    text = kernels.dispatch_source()
+    assert '"zz_onsets",  # rewards.zz_extra.ZzOnsets' in text
+    assert "_zz_onsets = inlined(zz_extra.zz_onsets_kernel)" in text
+    assert f"elif tid == {len(kernels.KERNEL_NAMES)}:\n            score_batch(_zz_onsets, j, batch, terms, out)" in text
+    assert kernels.main(["--check"]) == 1  # the checked-in dispatch is now stale
+    with pytest.raises(rewards.RewardSpecError, match="python -m rewards.kernels --write"):
+        rewards.score("zz_onsets", Composition(np.array([14, 1], dtype=np.int64), key=0))
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)

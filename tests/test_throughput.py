@@ -11,7 +11,7 @@ import pytest
 
 from experiments import throughput
 
-FIGURES = ("single_vs_cartpole", "vector1024_vs_cartpole_vector", "length_scaling",
+FIGURES = ("single_vs_cartpole", "vector1024_vs_cartpole_vector", "vector1024_tokens_vs_cartpole_vector", "length_scaling",
            "prior_reward_steps_per_s_256", "prior_reward_ratio_256", "ppo_train_vs_cartpole", "import_s_ratio",
            "corpus_cached_load_s", "numba_compile_s")
 
@@ -43,7 +43,8 @@ def test_quick_run_reports_every_figure(quick_report):
             assert _positive(value), (key, value)
             assert quick_report["goals"][key]["met"] in (True, False)
     # only the parts that may legitimately be missing can be null
-    for key in ("single_vs_cartpole", "vector1024_vs_cartpole_vector", "length_scaling", "ppo_train_vs_cartpole",
+    for key in ("single_vs_cartpole", "vector1024_vs_cartpole_vector", "vector1024_tokens_vs_cartpole_vector",
+                "length_scaling", "ppo_train_vs_cartpole",
                 "import_s_ratio", "corpus_cached_load_s"):
         assert quick_report[key] is not None, quick_report["reasons"].get(key)
     assert quick_report["numba_compile_s"] is None  # skipped at the quick size
@@ -52,7 +53,8 @@ def test_quick_run_reports_every_figure(quick_report):
 
 def test_quick_run_records_rates_load_and_versions(quick_report):
     raw = quick_report["raw"]
-    for key in ("single_steps_per_s", "cartpole_steps_per_s", "vector_steps_per_s", "cartpole_vector_steps_per_s",
+    for key in ("single_steps_per_s", "cartpole_steps_per_s", "vector_steps_per_s", "vector_tokens_steps_per_s",
+                "cartpole_vector_steps_per_s",
                 "n_bars_4_us_per_step", "n_bars_64_us_per_step", "import_musicenv_s", "import_gymnasium_s"):
         assert _positive(raw[key]), (key, raw.get(key))
     assert _positive(raw["ppo_dummy_vs_cartpole"]) and _positive(raw["ppo_shipped_vs_cartpole"])
@@ -82,7 +84,7 @@ def test_table_lists_figure_value_goal_and_verdict():
                             reasons={"prior_reward_ratio_256": "no prior"})
     table = throughput.format_table(res).splitlines()
     assert table[0] == "| figure | value | goal | met? |"
-    assert table[2] == "| `single_vs_cartpole` | 0.75 | >= 0.5 | yes |"
+    assert table[2] == "| `single_vs_cartpole` | 0.75 | >= 0.7 | yes |"
     assert table[3] == "| `length_scaling` | 1.30 | <= 1.1 | **no** |"
     assert table[4] == "| `prior_reward_ratio_256` | n/a | >= 0.2 | - |"
 
@@ -99,3 +101,27 @@ def test_musicenv_bench_command_is_registered():
     args = cli.build_parser().parse_args(["bench", "--quick", "--repeats", "2", "--steps", "100", "--json", "x.json"])
     assert args.func is throughput._run_cli
     assert (args.quick, args.repeats, args.steps, args.json) == (True, 2, 100, "x.json")
+
+
+def test_profile_splits_a_vector_step_into_terms_observation_and_driver():
+    prof = throughput.profile_vector_step(num_envs=8, steps=20, reward={"in_key": 1.0, "range": 2.0, "cadence": 1.0},
+                                          observation="tokens", repeats=1)
+    ns = prof["ns_per_env_step"]
+    assert set(prof["terms_ns_per_env_step"]) == {"in_key", "range", "cadence"}
+    assert all(v >= 0 for v in prof["terms_ns_per_env_step"].values())
+    for part in ("step", "reward", "observation", "autoreset", "driver", "reward_fixed"):
+        assert math.isfinite(ns[part]) and ns[part] >= 0, part
+    # the parts are the step's: driver is what the timed calls leave
+    assert ns["reward"] + ns["observation"] + ns["autoreset"] + ns["driver"] == pytest.approx(ns["step"])
+    assert ns["reward"] < ns["step"] and ns["observation"] < ns["step"]
+    assert prof["obs_bytes_per_env"] == 17 * 8  # the tokens observation: 17 int64
+    dense = throughput.profile_vector_step(num_envs=4, steps=5, reward="in_key", repeats=1)
+    assert dense["obs_bytes_per_env"] == 414 * 4  # the one-hot Dict: 414 float32
+    table = throughput.format_profile(prof).splitlines()
+    assert "observation='tokens'" in table[0] and table[2] == "| part | ns/env-step | share of the step |"
+    assert sum("(alone)" in row for row in table) == 3 and table[-1].startswith("| step |")
+
+
+def test_bench_profile_option(capsys):
+    assert throughput.main(["--quick", "--profile", "--profile-reward", "no_such_term"]) == 2
+    assert "--profile-reward" in capsys.readouterr().err

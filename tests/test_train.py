@@ -207,7 +207,7 @@ def test_resume_without_any_checkpoint_starts_over(tmp_path):
 
 
 def test_resume_after_training_only_redoes_the_final_evaluation(tmp_path, monkeypatch):
-    import agents.train as train_module
+    import agents.train.run as train_module
 
     cfg = tiny_config(tmp_path, "ppo", n_envs=1, n_timesteps=128, eval_freq=0, checkpoint_freq=0)
     real = train_module.final_evaluation
@@ -449,7 +449,7 @@ def test_space_difference_names_the_block_and_the_keyword_that_sets_it():
 
     from gymnasium import spaces
 
-    from agents.train import _space_difference
+    from agents.train import space_difference
 
     def box(*shape):
         return spaces.Box(0.0, 1.0, shape, dtype=np.float32)
@@ -458,7 +458,7 @@ def test_space_difference_names_the_block_and_the_keyword_that_sets_it():
                           action_space=spaces.Discrete(38))
     env = SimpleNamespace(observation_space=spaces.Dict({"history": box(8, 39), "key": box(24), "prior": box(38)}),
                           action_space=spaces.Discrete(38))
-    assert _space_difference(run, env) == ("block 'history': the run's shape (16, 39), this env's (8, 39); "
+    assert space_difference(run, env) == ("block 'history': the run's shape (16, 39), this env's (8, 39); "
                                            "history_length=16, block 'prior' only in this env (observe_prior)")
     env.action_space = spaces.Discrete(40)
-    assert _space_difference(run, env) == "actions: the run's Discrete(38), this env's Discrete(40)"
+    assert space_difference(run, env) == "actions: the run's Discrete(38), this env's Discrete(40)"

@@ -38,7 +38,8 @@ from musicenv.theory import (
 )
 
 __all__ = ["BatchedComposer", "EpisodeContext", "SingleComposerEnv", "VectorComposerEnv", "ActionError",
-           "check_reset_options", "write_chord_features", "write_steps_left", "PRIOR_OBS_MIN"]
+           "check_reset_options", "check_observation_mode", "write_chord_features", "write_steps_left",
+           "PRIOR_OBS_MIN", "OBSERVATION_MODE_DOCS"]
 
 
 class ActionError(ValueError):
@@ -71,6 +72,21 @@ class EpisodeContext:
     length: np.ndarray | None = None
 
 
+#: The observation modes, for error messages: name -> what it is.
+OBSERVATION_MODE_DOCS = {
+    "dict": "a Dict of float32 one-hot and scaled blocks (SB3's MultiInputPolicy)",
+    "tokens": "a Dict of small integer fields (MultiDiscrete): token indices and context codes, for agents "
+              "that embed them",
+}
+
+
+def check_observation_mode(observation: Any, accepted: tuple[str, ...], who: str) -> None:
+    """Raise ``ValueError`` unless ``observation`` is one of ``accepted`` (saying what each is)."""
+    if not isinstance(observation, str) or observation not in accepted:
+        what = "; ".join(f"{m!r}: {OBSERVATION_MODE_DOCS.get(m, '')}" for m in accepted)
+        raise ValueError(f"{who}: unknown observation mode {observation!r}; accepted: {what}")
+
+
 # ------------------------------------------------------------------------------ observation helpers
 CHORD_ROOT_T = np.ascontiguousarray(CHORD_ROOT)
 CHORD_QUALITY_T = np.ascontiguousarray(CHORD_QUALITY)
@@ -93,6 +109,15 @@ def write_steps_left(out, b, o, left, width):  # pragma: no cover - compiled
     at ``out[b, o:o + width]``; nothing when no step is left."""
     if left >= 1:
         out[b, o + (left if left < width else width) - 1] = 1.0
+
+
+@njit(cache=True)
+def _all_below(actions, n):  # pragma: no cover - compiled
+    """Every entry of ``actions`` is in 0 .. n - 1."""
+    for a in actions:
+        if a < 0 or a >= n:
+            return False
+    return True
 
 
 #: Floor of the ``prior`` observation (log-probabilities, nats): below it a token is
@@ -138,25 +163,44 @@ class BatchedComposer(ABC):
 
     The driver's own attributes: ``batch``, ``reward``, ``grid``, ``meter``, ``tempo``,
     ``n_actions``, ``capacity`` (steps the batch holds), ``n_steps`` (composition 0's
-    episode length), ``obs_shapes``, ``obs_slices``, ``obs_size``, ``prior``.
+    episode length), ``observation`` (the mode), ``obs_shapes``, ``obs_slices``,
+    ``obs_size``, ``obs_dtype``, ``obs_nvecs`` (tokens mode), ``prior``.
+
+    **Observation modes.** ``observation="dict"`` (the default) lays out the blocks of
+    :meth:`observation_layout` as one flat float32 row; ``observation="tokens"`` (tasks
+    listing it in ``OBSERVATION_MODES``) those of :meth:`token_observation_layout` as
+    one flat int64 row of ``MultiDiscrete`` fields, written by :meth:`observe_tokens`.
     """
 
     #: Keys ``reset(options=...)`` accepts (checked before :meth:`draw_context`).
     RESET_OPTIONS: tuple[str, ...] = ()
+    #: Observation modes the task implements: ``"dict"`` (one-hot blocks, :meth:`observe`)
+    #: and, with :meth:`token_observation_layout` and :meth:`observe_tokens`, ``"tokens"``.
+    OBSERVATION_MODES: tuple[str, ...] = ("dict",)
 
     def __init__(self, batch: CompositionBatch, *, reward: Any, tempo: float, n_actions: int | None = None,
-                 observe_prior: bool | str | os.PathLike = False) -> None:
+                 observe_prior: bool | str | os.PathLike = False, observation: str = "dict") -> None:
         import rewards
 
         if not (isinstance(tempo, (int, float)) and tempo > 0):
             raise ValueError(f"tempo must be a positive number of quarter notes per minute, got {tempo!r}")
+        check_observation_mode(observation, self.OBSERVATION_MODES, type(self).__name__)
         self.tempo = float(tempo)
         self.reward = rewards.make(reward)
         self.batch = batch
         self.grid, self.meter, self.capacity = batch.grid, batch.meter, batch.n_steps
         self.n_actions = batch.vocab_size if n_actions is None else int(n_actions)
         self.reward.bind(self.batch)
-        self.set_observation_layout(self.observation_layout())
+        self.observation = observation
+        if observation == "tokens":
+            nvecs = {name: np.asarray(nvec, dtype=np.int64) for name, nvec in self.token_observation_layout().items()}
+            self.obs_nvecs = nvecs
+            self.obs_dtype = np.dtype(np.int64)
+            self.set_observation_layout({name: nvec.shape for name, nvec in nvecs.items()})
+        else:
+            self.obs_nvecs = {}
+            self.obs_dtype = np.dtype(np.float32)
+            self.set_observation_layout(self.observation_layout())
         self.prior = None
         if observe_prior is not False:
             self._add_prior_observation(observe_prior)
@@ -180,6 +224,24 @@ class BatchedComposer(ABC):
         """Write the observation of every composition into ``out`` (B, obs_size), float32,
         any content on entry: the blocks of :meth:`observation_layout`, flat, in order.
         It reads only the batch and the context, at each composition's step ``core[b, C_T]``."""
+
+    # -- the compact observation (optional) ------------------------------------------------
+    def token_observation_layout(self) -> dict[str, Any]:
+        """The ``"tokens"`` observation: block name -> ``MultiDiscrete`` bounds (an int
+        array whose shape is the block's shape; entry i takes values 0 .. nvec[i] - 1), in
+        the order :meth:`observe_tokens` writes them into one flat int64 row. A task that
+        implements it and :meth:`observe_tokens` lists ``"tokens"`` in ``OBSERVATION_MODES``."""
+        raise NotImplementedError(f"{type(self).__name__} has no 'tokens' observation")
+
+    def observe_tokens(self, out: np.ndarray) -> None:
+        """Write the ``"tokens"`` observation of every composition into ``out`` (B,
+        obs_size) int64, as :meth:`observe` does for the one-hot one."""
+        raise NotImplementedError(f"{type(self).__name__} has no 'tokens' observation")
+
+    def commit_observe_tokens(self, tokens: np.ndarray, active: np.ndarray, out: np.ndarray) -> None:
+        """:meth:`commit_observe` for the ``"tokens"`` observation."""
+        self.batch.commit(tokens, active)
+        self.observe_tokens(out)
 
     # -- hooks with defaults -------------------------------------------------------------
     def action_tokens(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -248,7 +310,8 @@ class BatchedComposer(ABC):
     def _add_prior_observation(self, checkpoint: bool | str | os.PathLike) -> None:
         """Append the ``prior`` block: log p(next token | tokens so far) under a frozen
         note-RNN (agents.note_rnn.PriorTracker), V entries after every other block, so
-        the compiled observe kernels write the rest unchanged."""
+        the compiled observe kernels write the rest unchanged. In the ``"tokens"`` mode
+        the block is float32 and travels next to the int64 row (see :meth:`split_obs`)."""
         if checkpoint is True:
             checkpoint = "default"
         opts = dict(checkpoint) if isinstance(checkpoint, dict) else {"checkpoint": checkpoint}
@@ -256,7 +319,8 @@ class BatchedComposer(ABC):
         if opts or not isinstance(checkpoint, (str, os.PathLike)) or checkpoint == "":
             raise ValueError(f"observe_prior must be False, True, 'default', 'bach', 'small', a note-RNN checkpoint "
                              f"path or {{checkpoint: ..., style: bach|essen|oneills}}, got {checkpoint!r} {opts or ''}")
-        from agents.note_rnn import PriorLogLikelihood, PriorTracker, prior_path
+        from agents.models.note_rnn import prior_path
+        from agents.models.prior import PriorLogLikelihood, PriorTracker
 
         # A prior_log_likelihood term of the same prior already tracks exactly this (its
         # step runs before the observation is written): share its tracker, one LSTM step.
@@ -266,16 +330,27 @@ class BatchedComposer(ABC):
                       None)
         self.prior = shared if shared is not None else PriorTracker(self.batch, checkpoint, style=style)
         self._prior_owned = shared is None
-        self.set_observation_layout({**self.obs_shapes, "prior": (self.grid.vocab_size,)})
+        if self.observation == "dict":
+            self.set_observation_layout({**self.obs_shapes, "prior": (self.grid.vocab_size,)})
 
-    def _observe_prior(self, out: np.ndarray) -> None:
+    def _observe_prior(self, out: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Write the ``prior`` block into ``out`` (dict mode), or return ``(out, prior
+        block)`` (tokens mode: the int64 row and a fresh float32 (B, V) array)."""
+        if self.observation == "tokens":
+            return out, np.maximum(self.prior.logp.numpy(), PRIOR_OBS_MIN).astype(np.float32, copy=False)
         a, z = self.obs_slices["prior"]
         np.maximum(self.prior.logp.numpy(), PRIOR_OBS_MIN, out=out[:, a:z])
+        return out
 
     # -- spaces -----------------------------------------------------------------------
     def single_observation_space(self) -> spaces.Dict:
-        return spaces.Dict({name: spaces.Box(PRIOR_OBS_MIN, 0.0, shape, dtype=np.float32) if name == "prior"
-                            else spaces.Box(0.0, 1.0, shape, dtype=np.float32)
+        prior = spaces.Box(PRIOR_OBS_MIN, 0.0, (self.grid.vocab_size,), dtype=np.float32)
+        if self.observation == "tokens":
+            blocks: dict[str, spaces.Space] = {name: spaces.MultiDiscrete(nvec) for name, nvec in self.obs_nvecs.items()}
+            if self.prior is not None:
+                blocks["prior"] = prior
+            return spaces.Dict(blocks)
+        return spaces.Dict({name: prior if name == "prior" else spaces.Box(0.0, 1.0, shape, dtype=np.float32)
                             for name, shape in self.obs_shapes.items()})
 
     def single_action_space(self) -> spaces.Discrete:
@@ -305,9 +380,11 @@ class BatchedComposer(ABC):
         return values, total
 
     def step_observe(self, actions: np.ndarray, active: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     ) -> tuple[np.ndarray, np.ndarray, Any]:
         """:meth:`step`, then the observation: returns (term values (B, n), reward (B,),
-        flat observations (B, obs_size))."""
+        flat observations (B, obs_size) of ``obs_dtype``; in the ``"tokens"`` mode with
+        a prior, the pair (flat int64 observations, prior block)). :meth:`split_obs`
+        turns the last into the Dict."""
         b = self.batch
         if active is None:
             active = b.all_active
@@ -315,22 +392,33 @@ class BatchedComposer(ABC):
         values, total = self.score(tokens, active)
         if self.prior is not None and self._prior_owned:
             self.prior.advance(b, tokens, active)
-        out = np.empty((b.batch_size, self.obs_size), dtype=np.float32)
-        self.commit_observe(tokens, active, out)
+        out = np.empty((b.batch_size, self.obs_size), dtype=self.obs_dtype)
+        if self.observation == "tokens":
+            self.commit_observe_tokens(tokens, active, out)
+        else:
+            self.commit_observe(tokens, active, out)
         if self.prior is not None:
-            self._observe_prior(out)
+            return values, total, self._observe_prior(out)
         return values, total, out
 
-    def observe_flat(self) -> np.ndarray:
-        """Flat observations (B, obs_size) of the current step."""
-        out = np.empty((self.batch.batch_size, self.obs_size), dtype=np.float32)
-        self.observe(out)
+    def observe_flat(self) -> Any:
+        """Flat observations (B, obs_size) of the current step (see :meth:`step_observe`)."""
+        out = np.empty((self.batch.batch_size, self.obs_size), dtype=self.obs_dtype)
+        if self.observation == "tokens":
+            self.observe_tokens(out)
+        else:
+            self.observe(out)
         if self.prior is not None:
-            self._observe_prior(out)
+            return self._observe_prior(out)
         return out
 
-    def split_obs(self, flat: np.ndarray, index: int | None) -> dict[str, np.ndarray]:
+    def split_obs(self, flat: Any, index: int | None) -> dict[str, np.ndarray]:
         """Dict of views of flat observations: of composition ``index``, or of all (batched)."""
+        if isinstance(flat, tuple):  # tokens mode with a prior: (int64 row, float32 prior block)
+            flat, prior = flat
+            obs = self.split_obs(flat, index)
+            obs["prior"] = prior if index is None else prior[index]
+            return obs
         obs = {}
         if index is None:
             n = flat.shape[0]
@@ -349,6 +437,9 @@ class BatchedComposer(ABC):
     def check_actions(self, actions: Any, n: int) -> np.ndarray:
         """``actions`` as a contiguous (n,) int64 array, or :class:`ActionError` saying
         what is accepted. Integral floats are accepted, booleans are not."""
+        if (type(actions) is np.ndarray and actions.dtype == np.int64 and actions.shape == (n,)
+                and actions.flags.c_contiguous and _all_below(actions, self.n_actions)):
+            return actions  # the common case, checked in one compiled pass
         arr = np.asarray(actions)
         if arr.shape == (n,) and np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)

@@ -11,6 +11,7 @@ rule-based or random accompanist, or a trained run).
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -466,6 +467,11 @@ def _is_run_dir(x: Any) -> bool:
     return isinstance(x, (str, os.PathLike)) and os.path.isdir(x) and os.path.isfile(os.path.join(x, "config.yml"))
 
 
+#: Entry point of the loader of a ``musicenv train`` run directory (training: torch and
+#: SB3), imported the first time a run plays a partner; envs never import training code.
+RUN_LOADER = "agents.train.restore:load_run"
+
+
 class _RunPolicy:
     """A trained run (``musicenv train`` directory) acting greedily on the other
     agent's observation; loaded lazily (needs torch) and not pickled."""
@@ -476,9 +482,8 @@ class _RunPolicy:
 
     def _load(self):
         if self._model is None:
-            from agents.train import load_run
-
-            self._model, _ = load_run(self.path)
+            module, _, name = RUN_LOADER.partition(":")
+            self._model, _ = getattr(importlib.import_module(module), name)(self.path)
         return self._model
 
     def key_relative(self) -> bool:
@@ -569,7 +574,7 @@ class _JamView(BatchedComposer):
 
 class _PriorMelody:
     """The melody partner ``"prior"``: the default conditioned note-RNN prior
-    (:func:`agents.note_rnn.load_prior`) samples a whole melody at reset, given what the
+    (:func:`agents.models.note_rnn.load_prior`) samples a whole melody at reset, given what the
     env knows before the chords are played: the episode's key, the meter and the
     position in the bar (the chords are the agent's, online, so the prior gets them as
     "not given"). Temperature ``temperature``; seeded from the episode's generator, so
@@ -583,7 +588,7 @@ class _PriorMelody:
 
     def _load(self):
         if self._model is None:
-            from agents.note_rnn import load_prior
+            from agents.models.note_rnn import load_prior
 
             model = load_prior("default")
             if model.grid != self.grid:

@@ -29,10 +29,14 @@ from musicenv.envs.batched import (
 )
 from musicenv.theory import (
     CHORD_FEATURES,
+    CHORD_QUALITY,
+    CHORD_ROOT,
     COMMON_PROGRESSIONS,
+    PROGRESSION_BANKS,
     KEY_SCALE_MASK,
     N_KEYS,
     N_PITCH_CLASSES,
+    N_QUALITIES,
     NO_CHORD,
     Meter,
     MusicTheoryError,
@@ -67,16 +71,21 @@ def _resolve_keys(key: Any) -> tuple[int, ...]:
 class ContextSampler:
     """Draws (key, chord track) per episode from the env's ``np_random``.
 
-    ``progression`` is None (draw one of ``COMMON_PROGRESSIONS`` for the key's mode),
-    a roman-numeral/chord-symbol string or list (fixed; numerals read in the episode's
+    ``progression`` is None or ``"common"`` (draw one of ``COMMON_PROGRESSIONS`` for
+    the key's mode), the name of another bank of :data:`musicenv.theory.PROGRESSION_BANKS`
+    (``"cadential"``: every progression ends with a cadence onto the tonic chord), a
+    roman-numeral/chord-symbol string or list (fixed; numerals read in the episode's
     key), or a list of such progressions to draw from.
     """
 
     def __init__(self, key: Any, progression: Any, n_steps: int, steps_per_chord: int) -> None:
         self.keys = np.array(_resolve_keys(key), dtype=np.int64)
         self.n_steps, self.steps_per_chord = n_steps, steps_per_chord
-        if progression is None:
-            self.banks = {m: [list(p) for p in COMMON_PROGRESSIONS[m]] for m in ("major", "minor")}
+        #: the name of the bank drawn from (None: the user's own progressions)
+        self.bank_name = "common" if progression is None else _bank_name(progression)
+        if self.bank_name is not None:
+            bank = PROGRESSION_BANKS[self.bank_name]
+            self.banks = {m: [list(p) for p in bank[m]] for m in ("major", "minor")}
         else:
             progs = progression if _is_progression_list(progression) else [progression]
             self.banks = {"major": list(progs), "minor": list(progs)}
@@ -113,7 +122,7 @@ class ContextSampler:
                 # one progression is passed as itself: a bank of one string progression
                 # would otherwise read as a single progression of one (unknown) numeral
                 own = bank[0] if len(bank) == 1 else bank
-                sub = ContextSampler(int(keys[0]), None if self._default_bank() else own,
+                sub = ContextSampler(int(keys[0]), self.bank_name if self.bank_name is not None else own,
                                      self.n_steps, self.steps_per_chord)
                 _, tracks, next_tracks = sub.draw(rng, n)
         if options.get("progression") is not None:
@@ -121,8 +130,13 @@ class ContextSampler:
             next_tracks = next_chord_track(tracks)
         return keys, tracks, next_tracks
 
-    def _default_bank(self) -> bool:
-        return self.banks["major"] == [list(p) for p in COMMON_PROGRESSIONS["major"]]
+
+
+def _bank_name(progression: Any) -> str | None:
+    """The bank ``progression`` names (a key of PROGRESSION_BANKS, any case), else None."""
+    if isinstance(progression, str) and progression.strip().lower() in PROGRESSION_BANKS:
+        return progression.strip().lower()
+    return None
 
 
 def _is_progression_list(p: Any) -> bool:
@@ -185,6 +199,53 @@ def observe_kernel(tokens, core, key, chords, next_chords, consts, history_len, 
         out[b, o] = t / consts_n_steps
 
 
+#: Root and quality codes of every chord code and of NO_CHORD (last entry: root 12,
+#: quality N_QUALITIES), for the tokens observation.
+CHORD_ROOT_CODE = np.append(CHORD_ROOT[:NO_CHORD], N_PITCH_CLASSES).astype(np.int64)
+CHORD_QUALITY_CODE = np.append(CHORD_QUALITY[:NO_CHORD], N_QUALITIES).astype(np.int64)
+
+
+@njit(cache=True)
+def observe_tokens_kernel(tokens, core, key, chords, next_chords, consts, history_len, out):  # pragma: no cover
+    """Write the tokens observation of composition b into ``out[b]`` (int64, any content
+    on entry). Layout: history (H tokens, V = BEGIN) | pitch class (12 = none yet) |
+    position in bar | steps since the current event began (capped at 2 bars) | current
+    and next chord as (root, quality) (12 / N_QUALITIES = no chord) | key | step t."""
+    consts_n_steps = consts[K_N_STEPS]
+    steps_per_bar = consts[K_STEPS_PER_BAR]
+    vocab = consts[K_VOCAB]
+    for b in range(tokens.shape[0]):
+        t = core[b, C_T]
+        for i in range(history_len):
+            s = t - history_len + i
+            out[b, i] = tokens[b, s] if s >= 0 else vocab
+        o = history_len
+        lp = core[b, C_LAST_PITCH]
+        out[b, o] = lp % N_PITCH_CLASSES if lp >= 0 else N_PITCH_CLASSES
+        out[b, o + 1] = t % steps_per_bar
+        dur = t - core[b, C_EVENT_START] if t > 0 else 0
+        out[b, o + 2] = dur if dur < 2 * steps_per_bar else 2 * steps_per_bar
+        tc = t if t < consts_n_steps else consts_n_steps - 1
+        c = chords[b, tc]
+        c = c if c < NO_CHORD else NO_CHORD
+        out[b, o + 3] = CHORD_ROOT_CODE[c]
+        out[b, o + 4] = CHORD_QUALITY_CODE[c]
+        c = next_chords[b, tc]
+        c = c if c < NO_CHORD else NO_CHORD
+        out[b, o + 5] = CHORD_ROOT_CODE[c]
+        out[b, o + 6] = CHORD_QUALITY_CODE[c]
+        out[b, o + 7] = key[b]
+        out[b, o + 8] = t
+
+
+@njit(cache=True)
+def commit_observe_tokens_kernel(actions, active, tokens, core, pitch_of, key, chords, next_chords, consts,
+                                 history_len, out):  # pragma: no cover
+    """:func:`~musicenv.core.commit_kernel` then :func:`observe_tokens_kernel`."""
+    commit_kernel(actions, active, tokens, core, pitch_of)
+    observe_tokens_kernel(tokens, core, key, chords, next_chords, consts, history_len, out)
+
+
 @njit(cache=True)
 def commit_observe_kernel(actions, active, tokens, core, pitch_of, key, chords, next_chords, consts, history_len,
                           out):  # pragma: no cover
@@ -201,12 +262,14 @@ class MusicCompositionComposer(BatchedComposer):
     chord track drawn by :class:`ContextSampler`."""
 
     RESET_OPTIONS = ("key", "progression")
+    OBSERVATION_MODES = ("dict", "tokens")
 
     def __init__(self, batch_size: int, *, reward: Any = "theory", key: Any = "random", progression: Any = None,
                  n_bars: int = 4, meter: Any = "4/4", steps_per_quarter: int = DEFAULT_GRID.steps_per_quarter,
                  min_pitch: int = DEFAULT_GRID.min_pitch, max_pitch: int = DEFAULT_GRID.max_pitch,
                  chords_per_bar: int = 1, tempo: float = 100.0, history_length: int = 8,
-                 constraint: str | None = None, observe_prior: bool | str | os.PathLike = False) -> None:
+                 constraint: str | None = None, observe_prior: bool | str | os.PathLike = False,
+                 observation: str = "dict") -> None:
         if not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
             raise ValueError(f"n_bars must be a positive integer, got {n_bars!r}")
         if not isinstance(history_length, (int, np.integer)) or history_length < 1:
@@ -225,7 +288,7 @@ class MusicCompositionComposer(BatchedComposer):
         self.next_chords = np.full((batch_size, n_steps), NO_CHORD, dtype=np.int64)
         self.key_masks = np.ascontiguousarray(KEY_SCALE_MASK)
         super().__init__(CompositionBatch(batch_size, n_steps, grid, meter), reward=reward, tempo=tempo,
-                         observe_prior=observe_prior)
+                         observe_prior=observe_prior, observation=observation)
         b = self.batch
         # everything the compiled commit-and-observe step reads besides the tokens, bound
         # once (the arrays are updated in place, never replaced)
@@ -257,6 +320,27 @@ class MusicCompositionComposer(BatchedComposer):
     def commit_observe(self, tokens: np.ndarray, active: np.ndarray, out: np.ndarray) -> None:
         b = self.batch
         commit_observe_kernel(tokens, active, b.tokens, b.core, b.pitch_of, *self._observe_args, out)
+
+    def token_observation_layout(self) -> dict[str, Any]:
+        V, bar = self.grid.vocab_size, self.steps_per_bar
+        chord = [N_PITCH_CLASSES + 1, N_QUALITIES + 1]
+        return {
+            "history": np.full(self.history_length, V + 1),
+            "pitch_class": [N_PITCH_CLASSES + 1],
+            "position": [bar],
+            "note_duration": [2 * bar + 1],
+            "chords": [chord, chord],
+            "key": [N_KEYS],
+            "step": [self.capacity + 1],
+        }
+
+    def observe_tokens(self, out: np.ndarray) -> None:
+        b = self.batch
+        observe_tokens_kernel(b.tokens, b.core, *self._observe_args, out)
+
+    def commit_observe_tokens(self, tokens: np.ndarray, active: np.ndarray, out: np.ndarray) -> None:
+        b = self.batch
+        commit_observe_tokens_kernel(tokens, active, b.tokens, b.core, b.pitch_of, *self._observe_args, out)
 
     def action_masks(self) -> np.ndarray:
         """(B, V) bool: no HOLD at the first step; with ``constraint="in_key"`` no pitch
@@ -316,19 +400,40 @@ class MusicCompositionEnv(SingleComposerEnv):
     | `progress`      | (1,)                  | steps written / episode length                            |
     | `prior`         | (V,)                  | only with `observe_prior`: the prior's log p(next token), Box(-100, 0) |
 
+    With `observation="tokens"` the same facts come as small integers instead, a `Dict`
+    of `MultiDiscrete` int64 entries (17 numbers, 136 bytes, where the one-hot Dict is
+    414 floats, 1.7 KB): what agents that embed tokens themselves want (RNNs,
+    Transformers, CleanRL/RLlib/JAX code). SB3's `MultiInputPolicy` accepts it too (it
+    one-hot encodes `MultiDiscrete` entries itself).
+
+    | Key             | Shape  | Values                                                      |
+    |-----------------|--------|-------------------------------------------------------------|
+    | `history`       | (H,)   | the last H tokens, 0..V-1; V marks padding before the start |
+    | `pitch_class`   | (1,)   | pitch class of the latest note, 0..11; 12 before the first  |
+    | `position`      | (1,)   | position of the next step in its bar, 0..steps_per_bar-1    |
+    | `note_duration` | (1,)   | steps since the current note or rest began, capped at 2 bars (0..2 x steps_per_bar) |
+    | `chords`        | (2, 2) | current and next different chord as (root 0..11, quality 0..10, `musicenv.theory.QUALITIES`); (12, 11) is "no chord" |
+    | `key`           | (1,)   | key index 0..23                                             |
+    | `step`          | (1,)   | steps written, 0..n_steps                                   |
+    | `prior`         | (V,)   | only with `observe_prior`: as above, float32                |
+
+    Cost (vector env, 1024 envs, `theory` reward; `musicenv bench --profile`): writing
+    the one-hot Dict takes OBS_DICT_NS ns per env-step, the tokens Dict OBS_TOKENS_NS ns, of a whole
+    step of STEP_DICT_NS and STEP_TOKENS_NS ns (README, Speed).
+
     ## Rewards
 
-    Any reward spec accepted by `rewards.make` (default: the `"theory"` preset, the nine
-    RL Tuner rules plus chord-aware terms). `info["reward_terms"]` maps each term's name
+    Any reward spec accepted by `rewards.make` (default: the `"theory"` preset: time-weighted
+    harmony, interval rates, rhythm, phrase and form terms, `rewards.MELODY_TERMS`). `info["reward_terms"]` maps each term's name
     to its weighted contribution at this step; they sum to the reward.
     `rewards.available()` lists the catalogue.
 
     ## Starting State
 
     An empty composition; the key and progression are drawn uniformly (key from `key`'s
-    choices, progression from `progression` or the bank `musicenv.theory.COMMON_PROGRESSIONS`
-    for the key's mode) unless fixed via the constructor or `reset(options={"key": ...,
-    "progression": ...})`.
+    choices, progression from `progression` or, by default, the bank
+    `musicenv.theory.COMMON_PROGRESSIONS` for the key's mode) unless fixed via the
+    constructor or `reset(options={"key": ..., "progression": ...})`.
 
     ## Episode End
 
@@ -341,15 +446,19 @@ class MusicCompositionEnv(SingleComposerEnv):
     gym.make("MusicComposition-v0", reward="theory", key="random", progression=None,
              n_bars=4, meter="4/4", steps_per_quarter=4, min_pitch=48, max_pitch=83,
              chords_per_bar=1, tempo=100, history_length=8, constraint=None,
-             observe_prior=False, render_mode=None)
+             observe_prior=False, observation="dict", render_mode=None)
     ```
 
     * `reward`: reward spec: a term/preset name, a list, a `{name: weight}` or
       `{name: {weight, **kwargs}}` mapping, a YAML path or a `CompositeReward`.
     * `key`: `"random"` (all 24), `"major"`, `"minor"`, a key name (`"D minor"`), an index
       0..23, or a list of them to draw from.
-    * `progression`: `None` (draw from the bank), a progression (`"I-vi-IV-V"`,
-      `["ii", "V7", "I", "I"]`, `"C Am F G7"`), or a list of progressions to draw from.
+    * `progression`: `None` or `"common"` (draw from `COMMON_PROGRESSIONS`: 14 pop and
+      common-practice loops, 4 of which end on the tonic chord), `"cadential"` (draw from
+      `musicenv.theory.CADENTIAL_PROGRESSIONS`: 8 major and 6 minor progressions, every one
+      closing V-I, V7-I or IV-I onto the tonic chord, so the piece can end as real pieces
+      do), a progression (`"I-vi-IV-V"`, `["ii", "V7", "I", "I"]`, `"C Am F G7"`), or a
+      list of progressions to draw from.
       Roman numerals are read in the episode's key; chords cycle if shorter than the piece.
     * `meter`: `"4/4"`, `"3/4"`, `"2/4"` or `"6/8"`; `steps_per_quarter`: grid resolution.
     * `min_pitch`, `max_pitch`: MIDI range of NOTE_ON actions, inclusive.
@@ -371,6 +480,8 @@ class MusicCompositionEnv(SingleComposerEnv):
       incrementally (one batched recurrent step per env step; needs torch). The
       policies of `agents.policies` and the KL-control agents of `agents.kl_control`
       read it.
+    * `observation`: `"dict"` (default: the one-hot Dict above, for SB3's
+      `MultiInputPolicy`) or `"tokens"` (the integer Dict above).
     * `render_mode`: `"ansi"` (text piano roll) or `"rgb_array"` (piano-roll picture).
 
     `env.unwrapped.composition` returns the `Composition` written so far (export with

@@ -154,7 +154,7 @@ def _style_profile(comps: Sequence[Any]) -> tuple[list[str], np.ndarray]:
 def _prior(comps: Sequence[Any]) -> tuple[list[str], np.ndarray]:
     import torch
 
-    from agents.note_rnn import load_prior
+    from agents.models.note_rnn import load_prior
 
     model = load_prior()
     model.eval()

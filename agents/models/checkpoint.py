@@ -5,14 +5,18 @@ A checkpoint is ``torch.save`` of a plain dict: ``format`` (a name such as
 ``state_dict`` (tensors only), plus model-specific entries of tensors. It is read back
 with ``torch.load(weights_only=True)``, so loading never runs pickled code. Each model
 module keeps its own ``CheckpointError`` and layout; the reading and writing, and the
-error messages for a missing, corrupt, foreign or mismatched file, are here.
+error messages for a missing, corrupt, foreign or mismatched file, are here; and
+:func:`load_frozen`, one frozen copy per checkpoint file shared by every learned reward
+term and observation (a term evaluated in many envs loads its model once; an
+overwritten file, told by its modification time and size, is reloaded).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,8 @@ from torch import nn
 from musicenv.encoding import TokenGrid
 
 __all__ = ["write_checkpoint", "read_checkpoint", "grid_metadata", "grid_from_metadata", "check_grid",
-           "load_weights"]
+           "load_weights", "load_frozen", "grid_difference",
+           "config_from_dict"]
 
 ENVELOPE_KEYS = ("format", "format_version", "metadata", "state_dict")
 
@@ -98,13 +103,28 @@ def grid_from_metadata(meta: dict[str, Any]) -> TokenGrid:
     return TokenGrid(int(g["min_pitch"]), int(g["max_pitch"]), int(g["steps_per_quarter"]))
 
 
+def grid_difference(trained: TokenGrid, used: TokenGrid) -> str:
+    """``"trained on pitches a..b at s steps per quarter (V tokens)"`` for both grids, to
+    say why a model does not fit an environment or a request."""
+    return (f"trained on pitches {trained.min_pitch}..{trained.max_pitch} at {trained.steps_per_quarter} steps per "
+            f"quarter ({trained.vocab_size} tokens), not {used.min_pitch}..{used.max_pitch} at "
+            f"{used.steps_per_quarter} ({used.vocab_size} tokens)")
+
+
 def check_grid(ck_grid: TokenGrid, grid: TokenGrid | None, path: Path, what: str, error: type[Exception]) -> None:
     """Raise ``error`` if ``grid`` is given and differs from the checkpoint's."""
     if grid is not None and grid != ck_grid:
-        raise error(
-            f"{what} checkpoint {path} was trained on pitches {ck_grid.min_pitch}..{ck_grid.max_pitch} at "
-            f"{ck_grid.steps_per_quarter} steps per quarter ({ck_grid.vocab_size} tokens); asked for "
-            f"{grid.min_pitch}..{grid.max_pitch} at {grid.steps_per_quarter} ({grid.vocab_size} tokens)")
+        raise error(f"{what} checkpoint {path} was {grid_difference(ck_grid, grid)}")
+
+
+def config_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    """``cls(**data)`` for a config dataclass read from a checkpoint; ``ValueError``
+    naming the unknown keys and the accepted ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; accepted: {sorted(known)}")
+    return cls(**data)
 
 
 def load_weights(model: nn.Module, payload: dict[str, Any], path: Path, what: str, error: type[Exception]) -> None:
@@ -117,3 +137,24 @@ def load_weights(model: nn.Module, payload: dict[str, Any], path: Path, what: st
     except RuntimeError as e:
         raise error(f"{what} checkpoint {path}: weights do not fit its config ({e})") from e
     model.eval()
+
+
+_CACHE: dict[tuple[str, str, int, int], Any] = {}
+
+
+def load_frozen(load: Callable[[Path], Any], path: Path, error: type[Exception], what: str) -> Any:
+    """``load(path)`` once per checkpoint file, with every parameter frozen.
+
+    Raises ``error`` naming ``what`` and the path if the file does not exist.
+    """
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise error(f"{what} checkpoint {path} does not exist") from e
+    key = (getattr(load, "__qualname__", repr(load)), str(path), st.st_mtime_ns, st.st_size)
+    if key not in _CACHE:
+        model = load(path)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        _CACHE[key] = model
+    return _CACHE[key]
