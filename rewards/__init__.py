@@ -109,7 +109,7 @@ register_preset("harmonization", {
 # changes off the melody's onsets cost a little.
 register_preset("jam_chords", {
     "jam_note_in_chord": 1.0,
-    "jam_chord_lengths": 3.0,
+    "jam_chord_lengths": 2.0,
     "jam_onset_alignment": {"weight": 0.1, "bonus": 0.0, "penalty": 1.0},
     "jam_harmonic_rhythm": 1.0,
     "jam_cadence_together": 4.0,
