@@ -11,7 +11,7 @@ import pickle
 import gymnasium as gym
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import musicenv  # noqa: F401
@@ -321,10 +321,19 @@ def test_jam_chords_push_options_and_bad_partner():
     _, info = env.reset(seed=0, options={"melody": 0})
     ref = env.unwrapped.core.given[0].copy()
     env.reset(seed=0, options={"melody": 0, "transpose": 6})
-    shifted = env.unwrapped.core.given[0]
+    shifted = env.unwrapped.core.given[0].copy()
     assert shifted[:64].tolist() == ref[:64].tolist() and shifted[64:].tolist() != ref[64:].tolist()
     env.reset(options={"melody": 0, "start_bar": 1})
     assert env.unwrapped.core.given[0][0] != HOLD
+    pushed = gym.make("JamChords-v0", push_prob=1.0, disable_env_checker=True)
+    pushed.reset(seed=0, options={"melody": 0})
+    moved = pushed.unwrapped.core.given[0]
+    first = int(np.flatnonzero(moved != ref)[0])
+    assert first >= 16 and moved[:first].tolist() == ref[:first].tolist()  # pushed from a bar after the first
+    pushed.reset(seed=0, options={"melody": 0, "transpose": 6})  # an explicit push wins
+    assert pushed.unwrapped.core.given[0].tolist() == shifted.tolist()
+    with pytest.raises(JamError, match="push_prob"):
+        gym.make("JamChords-v0", push_prob=2)
     with pytest.raises(JamError, match="unknown melody partner"):
         gym.make("JamChords-v0", partner="no-such-corpus")
     with pytest.raises(JamError, match="split"):
@@ -374,6 +383,13 @@ def test_key_relative_chords_view_is_the_same_in_every_key():
     assert chord_token_name(int(env.unwrapped.core.duet.jam.chord_tokens[0, 0])) == "G" and "key" in obs
     with pytest.raises(JamError, match="key_relative"):
         gym.make("JamChords-v0", key_relative="yes")
+    from musicenv import jam_v0
+
+    pz = jam_v0.parallel_env(key_relative=True, n_bars=1)
+    obs, _ = pz.reset(seed=0, options={"key": "A minor"})
+    assert pz.observation_space("chords").contains(obs["chords"]) and "mode" in obs["chords"]
+    _, _, _, _, infos = pz.step({"melody": C4, "chords": chord_token(parse_chord("G"))})
+    assert chord_token_name(infos["chords"]["played"]) == "E"  # V of A minor
 
 
 def test_prior_melody_partner_is_seeded_and_in_key():
@@ -416,6 +432,7 @@ def test_jam_melody_plays_over_the_rule_accompanist():
 
 @settings(max_examples=15, deadline=None)
 @given(actions=st.lists(st.integers(0, N_CHORD_TOKENS - 1), min_size=1, max_size=70), seed=st.integers(0, 100))
+@example(actions=[0] * 6, seed=0)  # N.C. struck over N.C.: no change (found by hypothesis)
 def test_random_chord_actions_respect_one_change_per_beat(actions, seed):
     env = gym.make("JamChords-v0", n_bars=4, disable_env_checker=True)
     env.reset(seed=seed)
@@ -425,9 +442,14 @@ def test_random_chord_actions_respect_one_change_per_beat(actions, seed):
         if term:
             env.reset()
     duet = env.unwrapped.core.duet
-    toks = duet.jam.chord_tokens[0, :int(duet.t[0])]
-    for beat in range(0, len(toks), 4):
-        assert (toks[beat:beat + 4] != HOLD).sum() <= 1
+    n = int(duet.t[0])
+    # a change of harmony starts the sounding chord (or N.C.); striking the sounding one
+    # again (N.C. over N.C. included) is no change and stays legal
+    changes = duet.jam.chord_start[0, :n] == np.arange(n)
+    for beat in range(0, n, 4):
+        assert changes[beat:beat + 4].sum() <= 1
+    assert changes.sum() == len(chord_onsets(duet.jam.chord_tokens[0, :n])) + \
+        int(((duet.jam.chord[0, :n] == NO_CHORD) & changes).sum())
 
 
 # ------------------------------------------------------------------------------ learning (slow)
@@ -435,7 +457,8 @@ def test_random_chord_actions_respect_one_change_per_beat(actions, seed):
 def test_ppo_beats_the_rule_based_accompanist_on_held_out_melodies(tmp_path):
     """MaskablePPO trained online over the train split's chorale melodies (50k steps,
     seed 0) plays chords with a higher note-in-chord rate than the rule-based online
-    accompanist on the 30 test-split melodies (about 15 min on 2 busy cores)."""
+    accompanist on the 30 test-split melodies (8 min on the 2 cores at load 10-14; passed
+    2026-12-03 with the key-relative view and the session-2 jam_chords reward)."""
     from agents.train import TrainConfig, train
 
     cfg = TrainConfig(algo="maskable_ppo", env_id="JamChords-v0", env_kwargs={"split": "train"}, seed=0,

@@ -621,8 +621,11 @@ class JamChordsComposer(_JamView):
     RESET_OPTIONS = ("melody", "key", "transpose", "transpose_bar", "start_bar")
 
     def __init__(self, batch_size: int, *, partner: Any = "bach", split: str = "test", prior_temperature: float = 1.0,
-                 **kwargs: Any) -> None:
+                 push_prob: float = 0.0, **kwargs: Any) -> None:
         super().__init__(batch_size, **kwargs)
+        if not (isinstance(push_prob, (int, float)) and 0 <= push_prob <= 1):
+            raise JamError(f"push_prob must be a probability in [0, 1], got {push_prob!r}")
+        self.push_prob = float(push_prob)
         d = self.duet
         self.partner_spec = partner
         self.partner_run = _RunPolicy(partner) if _is_run_dir(partner) else None
@@ -653,10 +656,15 @@ class JamChordsComposer(_JamView):
                                "options: key, transpose, transpose_bar)")
         key = int(self.keys[rng.integers(len(self.keys))]) if opts.get("key") is None else _parse_key(opts["key"])
         toks = self.partner_prior.sample(key, rng)
-        return key, self._pushed(toks, opts), {"key": Key.from_index(key).name, "melody": "prior"}
+        return key, self._pushed(toks, opts, rng), {"key": Key.from_index(key).name, "melody": "prior"}
 
-    def _pushed(self, toks: np.ndarray, opts: dict) -> np.ndarray:
-        """The melody with the push test's transposition (``transpose`` from ``transpose_bar``)."""
+    def _pushed(self, toks: np.ndarray, opts: dict, rng: np.random.Generator | None = None) -> np.ndarray:
+        """The melody with the push test's transposition (``transpose`` from ``transpose_bar``);
+        without one, with probability ``push_prob`` a random push (1..11 semitones from a
+        random bar after the first: training augmentation that makes listening pay)."""
+        if not opts.get("transpose") and self.push_prob > 0 and rng is not None and rng.random() < self.push_prob:
+            opts = {**opts, "transpose": int(rng.integers(1, 12)),
+                    "transpose_bar": int(rng.integers(1, max(self.duet.n_bars, 2)))}
         if opts.get("transpose"):
             at = int(opts.get("transpose_bar", 4)) * self.duet.steps_per_bar
             toks = transpose_melody(toks, self.duet.grid, int(opts["transpose"]), at)
@@ -694,7 +702,7 @@ class JamChordsComposer(_JamView):
                                f"{'minor' if m.key >= 12 else 'major'} key only")
             shift = ((k % 12 - m.key % 12) + 6) % 12 - 6
             toks, key = transpose_melody(toks, d.grid, shift), k
-        return key, self._pushed(toks, opts), {"key": Key.from_index(key).name, "melody": m.id}
+        return key, self._pushed(toks, opts, rng), {"key": Key.from_index(key).name, "melody": m.id}
 
     def action_tokens(self, actions: np.ndarray, active: np.ndarray) -> np.ndarray:
         d = self.duet
@@ -852,6 +860,9 @@ class JamChordsEnv(SingleComposerEnv):
              prior_temperature=1.0, n_bars=8, meter="4/4")
     ```
     """ + _COMMON_ARGS + """
+    * `push_prob` (default 0): training augmentation, the probability that an episode's
+      melody is pushed (moved 1..11 semitones from a random bar after the first) when
+      `reset` asks for no push; the reward keeps the episode's key.
     * `key`: the keys `partner="prior"` (or a run) plays in (default any of 24); corpus
       melodies keep their own keys (`reset(options={"key": ...})` transposes one).
 
