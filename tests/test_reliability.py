@@ -512,7 +512,14 @@ def test_train_killed_at_a_random_moment_resumes_without_losing_a_checkpoint(tmp
     saved = sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("agent_*_steps.pt"))
     result = resume(run, progress=False)
     state = json.loads((run / "run.json").read_text())
-    assert state["resumes"][0]["timesteps"] == saved[-1]  # the newest finished checkpoint was kept
+    restored = state["resumes"][0]
+    if restored["checkpoint"] == "agent.pt":
+        # on a quiet machine the kill can land after training, during the final evaluation:
+        # the trained agent is newer than every checkpoint and is what the run resumes from
+        assert restored["timesteps"] >= 4096 and restored["timesteps"] >= saved[-1]
+    else:
+        assert restored["checkpoint"] == f"agent_{saved[-1]}_steps.pt"
+        assert restored["timesteps"] == saved[-1]  # the newest finished checkpoint was kept
     assert result.timesteps == 4096 and state["status"] == "finished"
 
 
