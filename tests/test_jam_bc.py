@@ -131,7 +131,53 @@ def test_pretrained_run_loads_and_init_from_checks_the_run(tmp_path, capsys, one
         assert main([*base, *extra, "--out", str(out)]) == 2
         assert re.search(msg, capsys.readouterr().err)
         assert not out.exists()
-    with pytest.raises(TrainConfigError, match="holds a maskable_ppo run; this run trains ppo"):
-        init_policy(model, TrainConfig(algo="ppo", init_from=str(run)))
+    ppo = build_model(resolve_config(TrainConfig(algo="ppo", env_id="JamChords-v0", n_timesteps=256)))
+    with pytest.raises(TrainConfigError, match="holds a maskable_ppo run with a Maskable.*; this run trains ppo"):
+        init_policy(ppo, TrainConfig(algo="ppo", init_from=str(run)))
     with pytest.raises(RunStateError, match="--init-from: .* is not a run directory"):
         init_policy(model, TrainConfig(algo="maskable_ppo", init_from=str(tmp_path / "nothing")))
+
+
+def test_masked_kl_exact():
+    import torch
+
+    from agents.kl_anchor import masked_kl
+
+    logits = torch.log(torch.tensor([[1.0, 3.0, 50.0]]))
+    ref = torch.tensor([[0.0, 0.0, 9.0]])
+    mask = torch.tensor([[True, True, False]])
+    # p = (1/4, 3/4), q = (1/2, 1/2) on the legal actions
+    want = 0.25 * np.log(0.25 / 0.5) + 0.75 * np.log(0.75 / 0.5)
+    assert float(masked_kl(logits, ref, mask)[0]) == pytest.approx(want, abs=1e-6)
+    assert float(masked_kl(logits, logits, mask)[0]) == pytest.approx(0.0, abs=1e-7)
+    assert float(masked_kl(logits, ref, None)[0]) > want  # the third action counts without a mask
+
+
+def test_anchored_ppo_keeps_the_init_policy_as_its_anchor(tmp_path, one_thread):
+    import torch
+
+    from agents.jam_bc import pretrain
+    from agents.train import TrainConfig, build_model, load_run, make_vec_env, resolve_config
+    from agents.train.run import init_policy
+
+    run = pretrain(tmp_path / "bc", epochs=1, max_melodies=1, start_bar_stride=10**6, pushes=0, log=None)
+    bc, _ = load_run(run)
+    cfg = resolve_config(TrainConfig(algo="maskable_kl_ppo", env_id="JamChords-v0", env_kwargs={"split": "train"},
+                                     init_from=str(run), n_timesteps=64, n_envs=2,
+                                     hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 2, "kl_coef": 0.5}))
+    model = build_model(cfg, make_vec_env(cfg))
+    init_policy(model, cfg)
+    model.learn(64)
+    start = bc.policy.state_dict()
+    assert all(torch.equal(model.anchor.state_dict()[k], v) for k, v in start.items())
+    assert any(not torch.equal(model.policy.state_dict()[k], v) for k, v in start.items())
+    # saved with agent.pt and checkpoints: a resumed run keeps its anchor
+    from agents.agent_io import read_agent, restore_agent, save_agent
+
+    save_agent(model, tmp_path / "agent.pt", algo="maskable_kl_ppo")
+    again = build_model(cfg)
+    restore_agent(again, *read_agent(tmp_path / "agent.pt"), tmp_path / "agent.pt")
+    assert again.num_timesteps == 64  # so learn() keeps the restored anchor
+    assert all(torch.equal(again.anchor.state_dict()[k], v) for k, v in start.items())
+    with pytest.raises(ValueError, match="entropy_coef"):
+        type(model)("MultiInputPolicy", model.env, ent_coef=0.1)

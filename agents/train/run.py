@@ -183,7 +183,8 @@ def init_policy(model: BaseAlgorithm, cfg: TrainConfig) -> None:
     parameters (features extractor, actor, critic) are copied, from the run's
     ``agent.pt`` (or, unfinished, its latest checkpoint); the optimiser, the timestep
     counter and the schedules start fresh. The run must have been trained with the
-    same algorithm, on observation and action spaces equal to this run's, with the
+    same algorithm (or one with the same policy class: maskable_ppo for
+    maskable_kl_ppo), on observation and action spaces equal to this run's, with the
     same network; otherwise :class:`TrainConfigError` says what differs (a folder that
     is no run raises :class:`RunStateError`)."""
     from agents.agent_io import read_agent, restore_agent
@@ -195,9 +196,6 @@ def init_policy(model: BaseAlgorithm, cfg: TrainConfig) -> None:
         other_cfg = resolve_config(load_run_config(source), read_hyperparams=False)
     except (RunStateError, TrainConfigError) as e:
         raise type(e)(f"--init-from: {e}") from e
-    if other_cfg.algo != cfg.algo:
-        raise TrainConfigError(f"--init-from {str(source)!r} holds a {other_cfg.algo} run; this run trains "
-                               f"{cfg.algo}: start from a run of the same algorithm")
     if (source / AGENT_FILE).is_file():
         path = source / AGENT_FILE
     elif latest_checkpoint(source) is not None:
@@ -207,6 +205,11 @@ def init_policy(model: BaseAlgorithm, cfg: TrainConfig) -> None:
     payload, meta = read_agent(path)
     other = build_model(other_cfg)
     restore_agent(other, payload, meta, path)
+    if type(other.policy) is not type(model.policy):
+        raise TrainConfigError(f"--init-from {str(source)!r} holds a {other_cfg.algo} run with a "
+                               f"{type(other.policy).__name__}; this run trains {cfg.algo} with a "
+                               f"{type(model.policy).__name__}: start from a run of the same algorithm (or one "
+                               "whose policy is of the same class, such as maskable_ppo for maskable_kl_ppo)")
     differences = []
     if other.action_space != model.action_space:
         differences.append(f"actions: the run's {other.action_space}, this run's {model.action_space}")
