@@ -110,9 +110,11 @@ def collect_teacher_data(env_kwargs: dict[str, Any] | None = None, *, start_bar_
     start_bar_stride = _check_count(start_bar_stride, "start_bar_stride", 1)
     pushes = _check_count(pushes, "pushes", 0)
     kwargs = dict(env_kwargs or {})
-    if kwargs.get("partner", "bach") in ("prior",) or os.path.isdir(str(kwargs.get("partner", ""))):
-        raise PretrainError(f"partner {kwargs['partner']!r} has no chords to imitate; use a corpus ('bach', or a "
-                            "user's files with chords)")
+    partner = kwargs.get("partner", "bach")
+    if partner == "prior" or (isinstance(partner, (str, os.PathLike))
+                              and os.path.isfile(os.path.join(partner, CONFIG_FILE))):
+        raise PretrainError(f"partner {partner!r} has no chords to imitate; use a corpus with chords ('bach', or "
+                            "a user's MIDI/MusicXML/ABC files whose chords musicenv.corpus derives)")
     env = gym.make(ENV_ID, **kwargs, disable_env_checker=True)
     try:
         core = env.unwrapped.core
@@ -155,6 +157,8 @@ def collect_teacher_data(env_kwargs: dict[str, Any] | None = None, *, start_bar_
         env.close()
     if not actions:
         raise PretrainError("no melody is long enough to play; pass fewer n_bars")
+    if all(a in (0, 1) for a in set(actions)):
+        raise PretrainError(f"the melodies of partner {partner!r} have no chords (only N.C.); nothing to imitate")
     return TeacherData({k: np.stack(v) for k, v in obs_rows.items()}, np.stack(masks),
                        np.asarray(actions, dtype=np.int64), episodes)
 

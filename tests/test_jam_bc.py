@@ -76,6 +76,10 @@ def test_collected_actions_are_the_datas_chords_relative_to_the_key():
     codes[bar * 16:] = rotate_chord_codes(codes[bar * 16:], np.array(-semis))
     assert pushed.tolist() == rotate_chord_tokens(teacher_chord_tokens(codes, 4)[None], tonic)[0].tolist()
     assert data.obs["history"].shape == (256, 8, 26) and data.obs["mode"].shape == (256, 2)
+    with pytest.raises(ValueError, match="no chords to imitate"):
+        collect_teacher_data({"partner": "prior"})
+    with pytest.raises(ValueError, match="pushes must be an integer >= 0"):
+        collect_teacher_data({"split": "train"}, pushes=-1)
 
 
 def test_cloning_a_tiny_dataset_reproduces_the_teacher(one_thread):
@@ -114,6 +118,8 @@ def test_pretrained_run_loads_and_init_from_checks_the_run(tmp_path, capsys, one
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
     with pytest.raises(RunStateError, match="already holds a run"):
         pretrain(run, epochs=1, max_melodies=1)
+    with pytest.raises(ValueError, match="split='test' holds the evaluation melodies"):
+        pretrain(tmp_path / "bc_test", env_kwargs={"split": "test"})
     bc, _ = load_run(run)
     cfg = resolve_config(TrainConfig(algo="maskable_ppo", env_id="JamChords-v0", env_kwargs={"split": "train"},
                                      init_from=str(run), n_timesteps=256))
