@@ -198,7 +198,7 @@ def _pretrain_melodies(args: argparse.Namespace) -> int:
                metrics={"valid_nll": result.best_valid_nll, "per_collection": per})
     metrics["checkpoint_bytes"] = out.stat().st_size
     metrics_path = out.with_name(out.stem + ".metrics.json")
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    _write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     for style, r in per.items():
         print(f"{style:8s} valid {r['valid']:.4f}  test {r['test']:.4f} nats/token (with context)")
     print(f"training {result.seconds / 60:.1f} min ({result.steps} updates, stopped: {result.stopped}); "
@@ -319,7 +319,7 @@ def _ngram_table(data, style: str, melody_file: Path) -> dict[str, Any]:
                             data.grid)
     table = {k: v for k, v in table.items() if k != "models"}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(table, indent=1))
+    _write_text(cache, json.dumps(table, indent=1))
     return table
 
 
@@ -502,11 +502,15 @@ def _evaluate_melodies(args: argparse.Namespace, model) -> int:
           + ", ".join(f"{s} {'met' if ok else 'NOT met'}" for s, ok in met.items()))
     report["goal_met"] = met
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        _write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.json:  # before the minutes of scoring, not after them
+        from musicenv.files import check_writable
+
+        check_writable(args.json, what="--json file")
     _setup_torch(args.threads)
     from agents.note_rnn import NoteRNN, prior_path
 
@@ -529,9 +533,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     gain = 1.0 - row["test"] / best["test"]
     print(f"\nnote-RNN test NLL is {100 * gain:.1f} % below the best n-gram's ({best['order']}-gram, chosen on valid).")
     if args.json:
-        Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint), "corpus": name,
-                                               "split_seed": split_seed, "table": rows, "best_ngram": best,
-                                               "improvement_over_best_ngram": gain}, indent=2) + "\n")
+        _write_text(args.json, json.dumps({"checkpoint": str(args.checkpoint), "corpus": name,
+                                           "split_seed": split_seed, "table": rows, "best_ngram": best,
+                                           "improvement_over_best_ngram": gain}, indent=2) + "\n")
     return 0
 
 

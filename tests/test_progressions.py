@@ -61,7 +61,7 @@ def test_cadential_env_draws_only_closing_contexts_in_every_key():
     for key, chord in finals:
         assert chord == resolve_progression(["I" if key < 12 else "i"], key)[0]
     # a fixed key keeps the bank; the default bank ends elsewhere more often than not
-    for key, chord in _final_chords(env, range(20), key="D minor"):
+    for _key, chord in _final_chords(env, range(20), key="D minor"):
         assert chord_name(chord) == "Dm"
     common = _final_chords(gym.make("MusicComposition-v0"), range(200))
     assert np.mean([CHORD_PC_MASK[c, KEY_TONIC[k]] for k, c in common]) < 0.6

@@ -153,6 +153,7 @@ def cli_cases(tmp: Path, runs: dict[str, Path]) -> list[tuple[str, list[str], st
         ("finetune-out-file", ["finetune-prior", "--out", str(a_file)], "not a directory"),
         ("train-gan-out-file", ["train-gan", "--out", str(a_file)], "not a directory"),
         ("evaluate-prior-junk", ["evaluate-prior", "--checkpoint", str(junk), "--threads", "1"], "corrupt"),
+        ("evaluate-prior-json", ["evaluate-prior", "--json", str(tmp / "none" / "x.json")], "does not exist"),
         ("main-job-timesteps", ["main-job", "--timesteps", "0", "--out", str(tmp / "m1")], "timesteps must be"),
         ("main-job-out-file", ["main-job", "--out", str(a_file)], "not a directory"),
         ("demo-out-file", ["demo", "--out", str(a_file)], "not a directory"),

@@ -404,6 +404,23 @@ def _simulated_answers(comps, u, n_pairs, seed):
     return a, b, y
 
 
+def test_the_default_feature_groups_include_the_style_profile_of_each_piece():
+    from musicenv.study.features import DEFAULT_GROUPS, available_groups
+    from musicenv.style import piece_style
+
+    assert "style_profile" in DEFAULT_GROUPS and "style_profile" in available_groups()
+    # a note per beat (C D E F G F E D, twice) and a note per 16th: 4 and 16 notes per bar
+    per_beat = Composition(np.array([t for p in (60, 62, 64, 65, 67, 65, 64, 62) for t in (p - 46, 1, 1, 1)] * 2),
+                           "C major", "4/4")
+    per_16th = Composition(np.array([p - 46 for p in (60, 62, 64, 65) * 16]), "C major", "4/4")
+    names, X = piece_features([per_beat, per_16th], ("style_profile",))
+    assert "style_profile.pieces" not in names
+    col = {n: X[:, i] for i, n in enumerate(names)}
+    assert col["style_profile.notes_per_bar"].tolist() == [4.0, 16.0]
+    assert col["style_profile.sixteenth_share"].tolist() == [0.0, 1.0]
+    assert col["style_profile.leap_share"][0] == pytest.approx(piece_style(per_beat)["leap_share"])
+
+
 def test_preference_model_reaches_90_percent_of_the_hidden_utility_on_heldout_pairs():
     comps = varied_pieces(200, seed=1)
     u = HiddenUtility()(comps)

@@ -106,7 +106,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
               f"(with the spread penalty k=1: {100 * m['heldout_accuracy_k1']:.1f} %; train "
               f"{100 * m['train_accuracy']:.1f} %)")
     print(f"wrote {path}; use it as the reward term: --reward '{{\"theory\": 1, \"preference\": "
-          f"{{\"weight\": 10, \"model\": \"{path}\"}}}}' or in a YAML spec")
+          f"{{\"weight\": 5, \"model\": \"{path}\"}}}}' or in a YAML spec")
     return 0
 
 

@@ -139,11 +139,10 @@ def _style_profile(comps: Sequence[Any]) -> tuple[list[str], np.ndarray]:
                            "musicenv does not have")
     rows: list[dict[str, float]] = []
     for c in comps:
-        values = fn(c)
+        values = fn([c])  # the profile of a one-piece set: that piece's scalars (histograms skipped)
         row = {}
-        items = values.items() if hasattr(values, "items") else vars(values).items()
-        for k, v in items:
-            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        for k, v in values.items():
+            if k != "pieces" and isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
                 row[f"style_profile.{k}"] = float(v)
         rows.append(row)
     names = sorted(set().union(*rows)) if rows else []
