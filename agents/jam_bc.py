@@ -44,7 +44,6 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +63,7 @@ from agents.rundir import (
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
-__all__ = ["TeacherData", "collect_teacher_data", "fit_policy", "policy_cross_entropy", "pretrain", "add_commands",
+__all__ = ["PretrainError", "TeacherData", "collect_teacher_data", "fit_policy", "policy_cross_entropy", "pretrain", "add_commands",
            "PRETRAIN_FILE"]
 
 ENV_ID = "JamChords-v0"

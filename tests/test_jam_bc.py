@@ -22,7 +22,6 @@ from musicenv.jam import (
 from musicenv.theory import KEY_TONIC, NO_CHORD, QUALITIES
 
 
-
 @pytest.fixture
 def one_thread():
     import torch
