@@ -73,7 +73,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 #: Modules that add subcommands: each defines ``add_commands(subparsers)``, registering
 #: parsers whose ``func(args) -> int`` runs the command. They are imported when the
 #: parser is built, so they must import heavy dependencies (torch, SB3) inside ``func``.
-COMMAND_MODULES: tuple[str, ...] = ("musicenv.compose", "agents.train", "agents.gan_cli", "agents.prior_cli", "experiments.throughput", "experiments.benchmark",
+COMMAND_MODULES: tuple[str, ...] = ("musicenv.compose", "agents.train", "agents.gan_cli", "agents.prior_cli", "agents.jam_bc", "experiments.throughput", "experiments.benchmark",
                                    "experiments.main_job", "experiments.rl_tuner_table", "musicenv.study.cli")
 
 

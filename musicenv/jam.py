@@ -58,7 +58,8 @@ from musicenv.theory import (
 
 __all__ = [
     "N_CHORD_TOKENS", "NO_CHORD_TOKEN", "CHORD_HOLD", "chord_token", "chord_token_name", "chord_action_mask",
-    "sounding_chords", "sounding_pitches", "chord_tokens_from_track", "chord_onsets", "note_onsets",
+    "sounding_chords", "sounding_pitches", "chord_tokens_from_track", "teacher_chord_tokens", "chord_onsets",
+    "note_onsets",
     "note_in_chord", "note_in_chord_per_beat", "onset_interval_emd", "chord_lengths", "chord_length_entropy",
     "progression_diversity", "recovery_beats", "jam_statistics", "composition_statistics", "ACCOMPANIMENT_CHORDS", "chord_fit",
     "RuleAccompanist", "RandomAccompanist", "oracle_chords", "transpose_melody", "JamError",
@@ -168,6 +169,34 @@ def chord_tokens_from_track(codes: Any) -> np.ndarray:
         if c != prev:
             out[s] = chord_token(c)
             prev = c
+    return out
+
+
+def teacher_chord_tokens(codes: Any, steps_per_beat: int) -> np.ndarray:
+    """The legal chord tokens that follow a per-step chord track (a corpus's ``chords``,
+    ``NO_CHORD`` for none) as closely as :func:`chord_action_mask` allows: the teacher
+    of behaviour cloning (:mod:`agents.jam_bc`).
+
+    At each step the token striking the track's chord when it differs from the chord
+    sounding (N.C. when the track has none), HOLD when they agree; a change the mask
+    forbids (a second change in one beat) becomes HOLD, and the chord is struck at the
+    next step that allows it (the next beat), if the track still differs. So on a track
+    with at most one change per beat this equals :func:`chord_tokens_from_track`."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim != 1:
+        raise JamError(f"chord track must be 1-D, got shape {codes.shape}")
+    if not isinstance(steps_per_beat, (int, np.integer)) or steps_per_beat < 1:
+        raise JamError(f"steps_per_beat must be a positive integer, got {steps_per_beat!r}")
+    bad = (codes < 0) | (codes > NO_CHORD)
+    if bad.any():
+        raise JamError(f"chord track holds code(s) outside 0..{N_CHORDS - 1} and NO_CHORD ({NO_CHORD}): "
+                       f"{sorted(set(codes[bad].tolist()))[:5]}")
+    out = np.full(len(codes), CHORD_HOLD, dtype=np.int64)
+    sounding, last_change = None, -1  # None: before the first step (anything struck there is a change)
+    for t, code in enumerate(codes.tolist()):
+        if code != sounding and last_change < t - t % steps_per_beat:
+            out[t] = chord_token(code)
+            sounding, last_change = code, t
     return out
 
 

@@ -44,6 +44,7 @@ TINY = {
     "dqn": {"buffer_size": 1000, "learning_starts": 64, "batch_size": 32, "train_freq": 4,
             "target_update_interval": 100},
     "kl_ppo": {"n_steps": 64, "batch_size": 64, "n_epochs": 2},
+    "maskable_kl_ppo": {"n_steps": 64, "batch_size": 64, "n_epochs": 2},
     **{f"rl_tuner_{v}": {"buffer_size": 1000, "learning_starts": 64, "batch_size": 32} for v in ("q", "psi", "g")},
 }
 #: Algorithms that only exist for some envs (the KL-control agents need the prior

@@ -97,6 +97,16 @@ pieces) and an on-policy rollout in progress. A resumed run is thus as valid as
 an uninterrupted one, but not bit-identical to it. With no checkpoint yet, resuming
 starts the run over.
 
+Warm start
+----------
+``musicenv train --init-from RUN_DIR`` (``TrainConfig.init_from``) starts a new run from
+the policy weights of another run (its ``agent.pt``, or its latest checkpoint), e.g. a
+behaviour-cloned policy (``musicenv jam-pretrain``, :mod:`agents.jam_bc`). Only the
+policy's parameters are copied; the optimiser, the timestep counter and the schedules
+start fresh. The run must use the same algorithm, the same observation and action
+spaces and the same network; otherwise training stops before anything is written,
+saying what differs. The path is part of the run's identity.
+
 Sampling from a run
 -------------------
 :func:`load_run` returns ``(model, config)``; :class:`ModelPolicy` turns a model into

@@ -70,6 +70,7 @@ register_algorithm(AlgorithmSpec("rl_tuner_q", "agents.kl_control:RLTunerQ",
 register_algorithm(AlgorithmSpec("rl_tuner_psi", "agents.kl_control:RLTunerPsi",
                                  default_policy="agents.policies:PriorQPolicy", off_policy=True))
 register_algorithm(AlgorithmSpec("rl_tuner_g", "agents.kl_control:RLTunerG", off_policy=True))
+register_algorithm(AlgorithmSpec("maskable_kl_ppo", "agents.kl_anchor:AnchoredMaskablePPO", masked=True))
 register_algorithm(AlgorithmSpec("kl_ppo", "agents.kl_control:KLPPO", default_policy="agents.policies:PriorActorCriticPolicy"))
 
 

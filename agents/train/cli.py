@@ -63,6 +63,7 @@ _CONFIG_FLAGS = {  # argparse dest -> TrainConfig field
     "policy": "policy", "hyperparams_file": "hyperparams_file", "out": "out", "eval_freq": "eval_freq",
     "eval_episodes": "eval_episodes", "final_episodes": "final_episodes", "checkpoint_freq": "checkpoint_freq",
     "vec_env": "vec_env", "device": "device", "threads": "n_threads", "verbose": "verbose", "baselines": "baselines",
+    "init_from": "init_from",
 }
 
 
@@ -163,6 +164,9 @@ def add_commands(subparsers: Any) -> None:
                    help="show progress: a bar on a terminal, a plain line every 10 s or 5 %% when stdout is a "
                         "pipe or a file (default: yes)")
     p.add_argument("--verbose", type=int, help="SB3 verbosity 0/1/2 (default: 0)")
+    p.add_argument("--init-from", metavar="RUN_DIR",
+                   help="start from the policy weights of this run (same algorithm, env spaces and network; e.g. "
+                        "`musicenv jam-pretrain`'s behaviour-cloned chords); optimiser and counters start fresh")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its latest checkpoint")
     p.add_argument("--force", action="store_true", help="replace the run already in --out (default: refuse)")
     p.add_argument("--unsafe-load-sb3-zip", action="store_true",

@@ -85,6 +85,7 @@ class TrainConfig:
     n_threads: int = 1  # torch.set_num_threads
     progress: bool = True
     verbose: int = 0
+    init_from: str | None = None  # a run directory whose policy weights start this run (--init-from)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> TrainConfig:
@@ -315,6 +316,8 @@ def resolve_config(config: TrainConfig | Mapping[str, Any], *, read_hyperparams:
                 raise TrainConfigError(f"{a} seeds {a0}..{a1 - 1} overlap {b} seeds {b0}..{b1 - 1}; "
                                        "choose seed, eval_seed and test_seed so the ranges are disjoint")
 
+    if cfg.init_from is not None and (not isinstance(cfg.init_from, str) or not cfg.init_from):
+        raise TrainConfigError(f"init_from must be the path of a run directory, got {cfg.init_from!r}")
     cfg.reward = _resolve_reward(cfg.reward)
     _check_yaml_safe(cfg.env_kwargs, "env_kwargs")
     _check_yaml_safe(cfg.hyperparams, "hyperparams (give classes as 'module:Name' strings)")

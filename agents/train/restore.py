@@ -32,7 +32,7 @@ from agents.train.config import TrainConfig, check_device, resolve_config
 from agents.train.envs import make_vec_env
 from agents.train.errors import RunStateError
 from agents.train.identity import load_run_config
-from agents.train.run import RunResult, build_model, learn, set_threads
+from agents.train.run import RunResult, build_model, init_policy, learn, set_threads
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -134,6 +134,8 @@ def resume(run_dir: str | os.PathLike, *, progress: bool | None = None,
                 print(f"warning: no readable checkpoint in {run_dir} ({', '.join(skipped)} skipped); "
                       "starting the run over", file=sys.stderr, flush=True)
             model = build_model(cfg, venv, run_dir)
+            if cfg.init_from:
+                init_policy(model, cfg)
     except BaseException:
         venv.close()
         raise

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import VecEnv
 
-__all__ = ["RunResult", "build_model", "set_threads", "train"]
+__all__ = ["RunResult", "build_model", "init_policy", "set_threads", "train"]
 
 
 @dataclass
@@ -152,7 +152,9 @@ def train(config: TrainConfig | Mapping[str, Any], callbacks: Sequence[BaseCallb
     # of the run directory; both are seeded alike.)
     venv = make_vec_env(cfg)
     try:
-        build_model(cfg, venv, run_dir)
+        trial = build_model(cfg, venv, run_dir)
+        if cfg.init_from:
+            init_policy(trial, cfg)  # a run that does not fit fails here, before anything is written
     finally:
         venv.close()
     if force and (run_dir / CONFIG_FILE).exists():
@@ -170,7 +172,66 @@ def train(config: TrainConfig | Mapping[str, Any], callbacks: Sequence[BaseCallb
                              "test": [cfg.test_seed, cfg.test_seed + cfg.final_episodes - 1]},
                       started=now(), resumes=[], argv=sys.argv, host=platform.node(), pid=os.getpid())
     model = build_model(cfg, make_vec_env(cfg, run_dir / "train.monitor.csv"), run_dir)
+    if cfg.init_from:
+        init_policy(model, cfg)
     return learn(cfg, model, run_dir, callbacks, reset_num_timesteps=True)
+
+
+def init_policy(model: BaseAlgorithm, cfg: TrainConfig) -> None:
+    """Copy the policy weights of run ``cfg.init_from`` into ``model`` (a new run's
+    untrained algorithm): ``musicenv train --init-from RUN_DIR``. Only the policy's
+    parameters (features extractor, actor, critic) are copied, from the run's
+    ``agent.pt`` (or, unfinished, its latest checkpoint); the optimiser, the timestep
+    counter and the schedules start fresh. The run must have been trained with the
+    same algorithm (or one with the same policy class: maskable_ppo for
+    maskable_kl_ppo), on observation and action spaces equal to this run's, with the
+    same network; otherwise :class:`TrainConfigError` says what differs (a folder that
+    is no run raises :class:`RunStateError`)."""
+    from agents.agent_io import read_agent, restore_agent
+    from agents.rundir import latest_checkpoint
+    from agents.train.identity import load_run_config
+
+    source = Path(cfg.init_from).expanduser()
+    try:
+        other_cfg = resolve_config(load_run_config(source), read_hyperparams=False)
+    except (RunStateError, TrainConfigError) as e:
+        raise type(e)(f"--init-from: {e}") from e
+    if (source / AGENT_FILE).is_file():
+        path = source / AGENT_FILE
+    elif latest_checkpoint(source) is not None:
+        path = latest_checkpoint(source)[0]
+    else:
+        raise RunStateError(f"--init-from {str(source)!r} has neither {AGENT_FILE} nor a checkpoint")
+    payload, meta = read_agent(path)
+    other = build_model(other_cfg)
+    restore_agent(other, payload, meta, path)
+    if type(other.policy) is not type(model.policy):
+        raise TrainConfigError(f"--init-from {str(source)!r} holds a {other_cfg.algo} run with a "
+                               f"{type(other.policy).__name__}; this run trains {cfg.algo} with a "
+                               f"{type(model.policy).__name__}: start from a run of the same algorithm (or one "
+                               "whose policy is of the same class, such as maskable_ppo for maskable_kl_ppo)")
+    differences = []
+    if other.action_space != model.action_space:
+        differences.append(f"actions: the run's {other.action_space}, this run's {model.action_space}")
+    theirs, ours = other.observation_space, model.observation_space
+    if theirs != ours:
+        a, b = getattr(theirs, "spaces", {}), getattr(ours, "spaces", {})
+        blocks = [f"block {k!r}: the run's {getattr(a.get(k), 'shape', 'none')}, this run's "
+                  f"{getattr(b.get(k), 'shape', 'none')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        differences.append("observations: " + (", ".join(blocks) if blocks else f"the run's {theirs}, this run's {ours}"))
+    if differences:
+        raise TrainConfigError(f"--init-from {str(source)!r} does not fit this run ({'; '.join(differences)}); train "
+                               f"with its env and env_kwargs ({other_cfg.env_id}, {other_cfg.env_kwargs})")
+    theirs_sd, ours_sd = other.policy.state_dict(), model.policy.state_dict()
+    misfits = [f"{k}: the run's {tuple(theirs_sd[k].shape) if k in theirs_sd else 'none'}, this run's "
+               f"{tuple(ours_sd[k].shape) if k in ours_sd else 'none'}" for k in sorted(set(theirs_sd) | set(ours_sd))
+               if k not in theirs_sd or k not in ours_sd or theirs_sd[k].shape != ours_sd[k].shape]
+    if misfits:
+        raise TrainConfigError(f"--init-from {str(source)!r}: its network does not fit this run's ("
+                               + "; ".join(misfits[:3]) + (f"; and {len(misfits) - 3} more" if len(misfits) > 3 else "")
+                               + f"); give the same policy and policy_kwargs (it has {other_cfg.policy}, "
+                               f"{other_cfg.hyperparams.get('policy_kwargs')})")
+    model.policy.load_state_dict(theirs_sd, strict=True)
 
 
 def _config_yaml(cfg: TrainConfig) -> str:

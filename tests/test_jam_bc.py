@@ -1,0 +1,188 @@
+"""Behaviour cloning of Bach's chords for JamChords-v0 (agents.jam_bc) and ``musicenv train --init-from``."""
+
+from __future__ import annotations
+
+import re
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import musicenv  # noqa: F401
+from musicenv.envs.jam import rotate_chord_codes, rotate_chord_tokens
+from musicenv.jam import (
+    CHORD_HOLD,
+    NO_CHORD_TOKEN,
+    JamError,
+    chord_action_mask,
+    chord_token,
+    chord_tokens_from_track,
+    teacher_chord_tokens,
+)
+from musicenv.theory import KEY_TONIC, NO_CHORD, QUALITIES
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+MAJ, MIN = QUALITIES.index("maj"), QUALITIES.index("min")
+C, F, G, AM = 0 * len(QUALITIES) + MAJ, 5 * len(QUALITIES) + MAJ, 7 * len(QUALITIES) + MAJ, 9 * len(QUALITIES) + MIN
+
+
+def test_teacher_follows_the_track_one_change_per_beat_exact():
+    # beats of 4 steps; a pickup of N.C., a change that comes too late in a beat, two in one beat
+    track = [NO_CHORD, NO_CHORD, C, C, C, G, G, AM, AM, F, G, G, G, G, G, G]
+    want = [NO_CHORD_TOKEN, CHORD_HOLD, CHORD_HOLD, CHORD_HOLD,  # N.C. struck at 0: C must wait for beat 2
+            chord_token(C), CHORD_HOLD, CHORD_HOLD, CHORD_HOLD,  # G and Am come after this beat's change
+            chord_token(AM), CHORD_HOLD, CHORD_HOLD, CHORD_HOLD,  # the track's Am (sounding C differs)
+            chord_token(G), CHORD_HOLD, CHORD_HOLD, CHORD_HOLD]
+    got = teacher_chord_tokens(track, 4)
+    assert got.tolist() == want
+    assert all(chord_action_mask(got[:t], t, 4)[got[t]] for t in range(len(got)))
+    # a track with at most one change per beat is played as it is
+    legal = [C, C, C, C, C, G, G, G, F, F, F, F, NO_CHORD, NO_CHORD, NO_CHORD, NO_CHORD]
+    assert teacher_chord_tokens(legal, 4).tolist() == chord_tokens_from_track(legal).tolist()
+    with pytest.raises(JamError, match="outside"):
+        teacher_chord_tokens([C, -3], 4)
+    with pytest.raises(JamError, match="steps_per_beat"):
+        teacher_chord_tokens([C], 0)
+
+
+def test_collected_actions_are_the_datas_chords_relative_to_the_key():
+    from agents.jam_bc import collect_teacher_data
+
+    env = gym.make("JamChords-v0", split="train", disable_env_checker=True)
+    mel = env.unwrapped.core.pool[0]
+    tonic = np.array([int(KEY_TONIC[mel.key])])
+    data = collect_teacher_data({"split": "train"}, start_bar_stride=10**6, pushes=1, seed=3, max_melodies=1)
+    assert data.episodes == 2 and len(data) == 256
+    assert data.masks[np.arange(len(data)), data.actions].all()
+    plain = rotate_chord_tokens(teacher_chord_tokens(np.asarray(mel.chords[:128]), 4)[None], tonic)[0]
+    assert data.actions[:128].tolist() == plain.tolist()
+    # the pushed copy: the data's chords moved with the melody from the push bar on
+    pushed = data.actions[128:]
+    assert pushed.tolist() != plain.tolist()
+    rng = np.random.default_rng(3)
+    semis, bar = int(rng.integers(1, 12)), int(rng.integers(1, 8))
+    codes = np.array(mel.chords[:128], dtype=np.int64)
+    codes[bar * 16:] = rotate_chord_codes(codes[bar * 16:], np.array(-semis))
+    assert pushed.tolist() == rotate_chord_tokens(teacher_chord_tokens(codes, 4)[None], tonic)[0].tolist()
+    assert data.obs["history"].shape == (256, 8, 26) and data.obs["mode"].shape == (256, 2)
+    with pytest.raises(ValueError, match="no chords to imitate"):
+        collect_teacher_data({"partner": "prior"})
+    with pytest.raises(ValueError, match="pushes must be an integer >= 0"):
+        collect_teacher_data({"split": "train"}, pushes=-1)
+
+
+def test_cloning_a_tiny_dataset_reproduces_the_teacher(one_thread):
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    from agents.jam_bc import collect_teacher_data, fit_policy, policy_cross_entropy
+
+    torch.manual_seed(0)
+    env = gym.make("JamChords-v0", split="train", disable_env_checker=True)
+    model = MaskablePPO("MultiInputPolicy", env, seed=0, device="cpu")
+    data = collect_teacher_data({"split": "train"}, start_bar_stride=10**6, pushes=0, max_melodies=1)
+    before = policy_cross_entropy(model, data)
+    rows = fit_policy(model, data, epochs=60, batch_size=32, learning_rate=3e-3, valid=data)
+    after = policy_cross_entropy(model, data)
+    assert before["cross_entropy"] > 1.0 and before["accuracy"] < 0.8  # HOLD-only steps are right from the start
+    assert after["cross_entropy"] < 0.1 and after["accuracy"] == 1.0  # every teacher action is the most likely
+    assert rows[0]["train_cross_entropy"] > rows[-1]["train_cross_entropy"]
+    assert rows[-1]["valid_accuracy"] == pytest.approx(after["accuracy"])
+    with pytest.raises(ValueError, match="epochs"):
+        fit_policy(model, data, epochs=0)
+
+
+def test_pretrained_run_loads_and_init_from_checks_the_run(tmp_path, capsys, one_thread):
+    import torch
+
+    from agents.jam_bc import PRETRAIN_FILE, pretrain
+    from agents.train import TrainConfig, build_model, load_run, resolve_config
+    from agents.train.errors import RunStateError, TrainConfigError
+    from agents.train.run import init_policy
+    from musicenv.cli import main
+
+    run = pretrain(tmp_path / "bc", epochs=1, max_melodies=1, start_bar_stride=10**6, pushes=0, log=None)
+    assert sorted(p.name for p in run.iterdir()) == ["agent.pt", "config.yml", PRETRAIN_FILE, "run.json",
+                                                     "versions.json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    with pytest.raises(RunStateError, match="already holds a run"):
+        pretrain(run, epochs=1, max_melodies=1)
+    with pytest.raises(ValueError, match="split='test' holds the evaluation melodies"):
+        pretrain(tmp_path / "bc_test", env_kwargs={"split": "test"})
+    bc, _ = load_run(run)
+    cfg = resolve_config(TrainConfig(algo="maskable_ppo", env_id="JamChords-v0", env_kwargs={"split": "train"},
+                                     init_from=str(run), n_timesteps=256))
+    model = build_model(cfg)
+    init_policy(model, cfg)
+    for k, v in bc.policy.state_dict().items():
+        assert torch.equal(model.policy.state_dict()[k], v), k
+    # mismatches: observation view, algorithm, network, not a run; nothing is written
+    base = ["train", "--algo", "maskable_ppo", "--env", "JamChords-v0", "--timesteps", "256", "--init-from", str(run),
+            "--no-progress"]
+    cases = [(["--env-kwargs", "key_relative=false"], "does not fit this run .*observations: block 'beat_pitch_classes'"),
+             (["--hyperparams", "policy_kwargs.net_arch=[32]"], "network does not fit .*action_net.weight")]
+    for extra, msg in cases:
+        out = tmp_path / "ppo"
+        assert main([*base, *extra, "--out", str(out)]) == 2
+        assert re.search(msg, capsys.readouterr().err)
+        assert not out.exists()
+    ppo = build_model(resolve_config(TrainConfig(algo="ppo", env_id="JamChords-v0", n_timesteps=256)))
+    with pytest.raises(TrainConfigError, match="holds a maskable_ppo run with a Maskable.*; this run trains ppo"):
+        init_policy(ppo, TrainConfig(algo="ppo", init_from=str(run)))
+    with pytest.raises(RunStateError, match="--init-from: .* is not a run directory"):
+        init_policy(model, TrainConfig(algo="maskable_ppo", init_from=str(tmp_path / "nothing")))
+
+
+def test_masked_kl_exact():
+    import torch
+
+    from agents.kl_anchor import masked_kl
+
+    logits = torch.log(torch.tensor([[1.0, 3.0, 50.0]]))
+    ref = torch.tensor([[0.0, 0.0, 9.0]])
+    mask = torch.tensor([[True, True, False]])
+    # p = (1/4, 3/4), q = (1/2, 1/2) on the legal actions
+    want = 0.25 * np.log(0.25 / 0.5) + 0.75 * np.log(0.75 / 0.5)
+    assert float(masked_kl(logits, ref, mask)[0]) == pytest.approx(want, abs=1e-6)
+    assert float(masked_kl(logits, logits, mask)[0]) == pytest.approx(0.0, abs=1e-7)
+    assert float(masked_kl(logits, ref, None)[0]) > want  # the third action counts without a mask
+
+
+def test_anchored_ppo_keeps_the_init_policy_as_its_anchor(tmp_path, one_thread):
+    import torch
+
+    from agents.jam_bc import pretrain
+    from agents.train import TrainConfig, build_model, load_run, make_vec_env, resolve_config
+    from agents.train.run import init_policy
+
+    run = pretrain(tmp_path / "bc", epochs=1, max_melodies=1, start_bar_stride=10**6, pushes=0, log=None)
+    bc, _ = load_run(run)
+    cfg = resolve_config(TrainConfig(algo="maskable_kl_ppo", env_id="JamChords-v0", env_kwargs={"split": "train"},
+                                     init_from=str(run), n_timesteps=64, n_envs=2,
+                                     hyperparams={"n_steps": 32, "batch_size": 32, "n_epochs": 2, "kl_coef": 0.5}))
+    model = build_model(cfg, make_vec_env(cfg))
+    init_policy(model, cfg)
+    model.learn(64)
+    start = bc.policy.state_dict()
+    assert all(torch.equal(model.anchor.state_dict()[k], v) for k, v in start.items())
+    assert any(not torch.equal(model.policy.state_dict()[k], v) for k, v in start.items())
+    # saved with agent.pt and checkpoints: a resumed run keeps its anchor
+    from agents.agent_io import read_agent, restore_agent, save_agent
+
+    save_agent(model, tmp_path / "agent.pt", algo="maskable_kl_ppo")
+    again = build_model(cfg)
+    restore_agent(again, *read_agent(tmp_path / "agent.pt"), tmp_path / "agent.pt")
+    assert again.num_timesteps == 64  # so learn() keeps the restored anchor
+    assert all(torch.equal(again.anchor.state_dict()[k], v) for k, v in start.items())
+    with pytest.raises(ValueError, match="entropy_coef"):
+        type(model)("MultiInputPolicy", model.env, ent_coef=0.1)
