@@ -52,10 +52,12 @@ def old_stepwise_share_kernel(a, t, key, tokens, chords, voice, core, consts, be
 
 
 @njit(cache=False)
-def _leap_rate_value(leaps, moves, scale, allowed):  # pragma: no cover
-    if moves == 0:
+def _excess_share(hits, total, scale, allowed):  # pragma: no cover
+    """-scale * max(0, hits / total - allowed) / (1 - allowed); 0 without a total. The old
+    leap_rate (as ``_leap_rate_value``) and repeat_rate kernels both computed this."""
+    if total == 0:
         return 0.0
-    excess = leaps / moves - allowed
+    excess = hits / total - allowed
     return -scale * excess / (1.0 - allowed) if excess > 0 else 0.0
 
 
@@ -63,11 +65,11 @@ def _leap_rate_value(leaps, moves, scale, allowed):  # pragma: no cover
 def old_leap_rate_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     if not _is_move(a, core, pitch_of):
         return 0.0
-    before = _leap_rate_value(fs[0], fs[1], p[0], p[2])
+    before = _excess_share(fs[0], fs[1], p[0], p[2])
     fs[1] += 1.0
     if abs(pitch_of[a] - core[C_LAST_PITCH]) >= p[1]:
         fs[0] += 1.0
-    return _leap_rate_value(fs[0], fs[1], p[0], p[2]) - before
+    return _excess_share(fs[0], fs[1], p[0], p[2]) - before
 
 
 
@@ -167,15 +169,6 @@ def old_period_form_kernel(a, t, key, tokens, chords, voice, core, consts, beat_
 
 
 # repeat_rate (added by issue 18's follow-up, made lean here): verbatim as merged
-@njit(cache=False)
-def _excess_share(hits, total, scale, allowed):  # pragma: no cover
-    """-scale * max(0, hits / total - allowed) / (1 - allowed); 0 without a total."""
-    if total == 0:
-        return 0.0
-    excess = hits / total - allowed
-    return -scale * excess / (1.0 - allowed) if excess > 0 else 0.0
-
-
 @njit(cache=False)
 def old_repeat_rate_kernel(a, t, key, tokens, chords, voice, core, consts, beat_level, pitch_of, p, fs, ist):  # pragma: no cover
     pitch = pitch_of[a]
