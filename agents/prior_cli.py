@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from musicenv.files import check_writable
 from musicenv.files import write_text as _write_text
 
 __all__ = ["add_commands", "format_table"]
@@ -508,8 +509,6 @@ def _evaluate_melodies(args: argparse.Namespace, model) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:  # before the minutes of scoring, not after them
-        from musicenv.files import check_writable
-
         check_writable(args.json, what="--json file")
     _setup_torch(args.threads)
     from agents.note_rnn import NoteRNN, prior_path
