@@ -186,3 +186,20 @@ def test_anchored_ppo_keeps_the_init_policy_as_its_anchor(tmp_path, one_thread):
     assert all(torch.equal(again.anchor.state_dict()[k], v) for k, v in start.items())
     with pytest.raises(ValueError, match="entropy_coef"):
         type(model)("MultiInputPolicy", model.env, ent_coef=0.1)
+
+
+def test_train_starts_from_the_init_from_weights(tmp_path, monkeypatch, one_thread):
+    """train() checks the run on its trial model and starts the real one from the same weights."""
+    import torch
+
+    import agents.train.run as run_module
+    from agents.jam_bc import pretrain
+    from agents.train import TrainConfig, load_run
+
+    run = pretrain(tmp_path / "bc", epochs=1, max_melodies=1, start_bar_stride=10**6, pushes=0, log=None)
+    start = load_run(run)[0].policy.state_dict()
+    seen = {}
+    monkeypatch.setattr(run_module, "learn", lambda cfg, model, *a, **k: seen.setdefault("policy", model.policy))
+    run_module.train(TrainConfig(algo="maskable_ppo", env_id="JamChords-v0", env_kwargs={"split": "train"},
+                                 init_from=str(run), n_timesteps=64, out=str(tmp_path / "r")))
+    assert all(torch.equal(seen["policy"].state_dict()[k], v) for k, v in start.items())

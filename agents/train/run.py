@@ -153,8 +153,8 @@ def train(config: TrainConfig | Mapping[str, Any], callbacks: Sequence[BaseCallb
     venv = make_vec_env(cfg)
     try:
         trial = build_model(cfg, venv, run_dir)
-        if cfg.init_from:
-            init_policy(trial, cfg)  # a run that does not fit fails here, before anything is written
+        # a run that does not fit fails here, before anything is written; its weights are kept
+        start_weights = init_policy(trial, cfg) if cfg.init_from else None
     finally:
         venv.close()
     if force and (run_dir / CONFIG_FILE).exists():
@@ -172,12 +172,12 @@ def train(config: TrainConfig | Mapping[str, Any], callbacks: Sequence[BaseCallb
                              "test": [cfg.test_seed, cfg.test_seed + cfg.final_episodes - 1]},
                       started=now(), resumes=[], argv=sys.argv, host=platform.node(), pid=os.getpid())
     model = build_model(cfg, make_vec_env(cfg, run_dir / "train.monitor.csv"), run_dir)
-    if cfg.init_from:
-        init_policy(model, cfg)
+    if start_weights is not None:  # built from the same config as the trial: the checks hold
+        model.policy.load_state_dict(start_weights, strict=True)
     return learn(cfg, model, run_dir, callbacks, reset_num_timesteps=True)
 
 
-def init_policy(model: BaseAlgorithm, cfg: TrainConfig) -> None:
+def init_policy(model: BaseAlgorithm, cfg: TrainConfig) -> dict[str, Any]:
     """Copy the policy weights of run ``cfg.init_from`` into ``model`` (a new run's
     untrained algorithm): ``musicenv train --init-from RUN_DIR``. Only the policy's
     parameters (features extractor, actor, critic) are copied, from the run's
@@ -186,7 +186,7 @@ def init_policy(model: BaseAlgorithm, cfg: TrainConfig) -> None:
     same algorithm (or one with the same policy class: maskable_ppo for
     maskable_kl_ppo), on observation and action spaces equal to this run's, with the
     same network; otherwise :class:`TrainConfigError` says what differs (a folder that
-    is no run raises :class:`RunStateError`)."""
+    is no run raises :class:`RunStateError`). Returns the policy state dict it copied."""
     from agents.agent_io import read_agent, restore_agent
     from agents.rundir import latest_checkpoint
     from agents.train.identity import load_run_config
@@ -232,6 +232,7 @@ def init_policy(model: BaseAlgorithm, cfg: TrainConfig) -> None:
                                + f"); give the same policy and policy_kwargs (it has {other_cfg.policy}, "
                                f"{other_cfg.hyperparams.get('policy_kwargs')})")
     model.policy.load_state_dict(theirs_sd, strict=True)
+    return theirs_sd
 
 
 def _config_yaml(cfg: TrainConfig) -> str:
