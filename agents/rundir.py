@@ -20,7 +20,7 @@ from musicenv.files import write_text as _write_text
 
 __all__ = ["AGENT_FILE", "CHECKPOINT_DIR", "CONFIG_FILE", "CURVE_FILE", "FINAL_METRICS_FILE", "MODEL_FILE",
            "RUN_FILE", "TENSORBOARD_DIR", "VERSIONS_FILE", "RunStateError", "StaleRunError", "checkpoints",
-           "json_safe", "latest_checkpoint", "now", "package_versions", "read_json", "update_run_state",
+           "agent_file", "json_safe", "latest_checkpoint", "now", "package_versions", "read_json", "update_run_state",
            "write_json"]
 
 CONFIG_FILE, RUN_FILE, VERSIONS_FILE = "config.yml", "run.json", "versions.json"
@@ -116,6 +116,16 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> tuple[Path, Path | None] | 
     """``(agent file, replay buffer or None)`` of the newest checkpoint, or None."""
     found = checkpoints(run_dir)
     return (found[0][1], found[0][2]) if found else None
+
+
+def agent_file(run_dir: str | os.PathLike) -> Path | None:
+    """The agent file a run is played or continued from: ``agent.pt`` once trained, else
+    its newest checkpoint's; None if it has neither."""
+    run_dir = Path(run_dir)
+    if (run_dir / AGENT_FILE).is_file():
+        return run_dir / AGENT_FILE
+    ckpt = latest_checkpoint(run_dir)
+    return ckpt[0] if ckpt is not None else None
 
 
 def sb3_zip_checkpoints(run_dir: Path) -> list[tuple[int, Path, Path | None]]:

@@ -18,8 +18,8 @@ from agents.rundir import (
     MODEL_FILE,
     RUN_FILE,
     TENSORBOARD_DIR,
+    agent_file,
     checkpoints,
-    latest_checkpoint,
     now,
     process_alive,
     read_json,
@@ -32,7 +32,7 @@ from agents.train.config import TrainConfig, check_device, resolve_config
 from agents.train.envs import make_vec_env
 from agents.train.errors import RunStateError
 from agents.train.identity import load_run_config
-from agents.train.run import RunResult, build_model, init_policy, learn, set_threads
+from agents.train.run import RunResult, build_model, init_policy, learn, load_agent, set_threads
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -40,21 +40,6 @@ if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv
 
 __all__ = ["load_run", "resume"]
-
-
-def _load_agent(cfg: TrainConfig, path: Path, venv: VecEnv | None, run_dir: Path,
-                buffer: Path | None = None) -> BaseAlgorithm:
-    """Build the run's algorithm from its config and copy in the agent file's tensors
-    (and the replay buffer's arrays); :class:`agents.agent_io.AgentFileError` if a file
-    is damaged or does not fit."""
-    from agents.agent_io import load_replay_buffer, read_agent, restore_agent
-
-    payload, meta = read_agent(path)  # first: a damaged file costs no model building
-    model = build_model(cfg, venv, run_dir)
-    restore_agent(model, payload, meta, path)
-    if buffer is not None and getattr(model, "replay_buffer", None) is not None:
-        load_replay_buffer(model.replay_buffer, buffer)
-    return model
 
 
 def _load_sb3_zip(cfg: TrainConfig, path: Path, venv: VecEnv | None, run_dir: Path, buffer: Path | None,
@@ -117,7 +102,7 @@ def resume(run_dir: str | os.PathLike, *, progress: bool | None = None,
                 if unsafe:
                     model = _load_sb3_zip(cfg, path, venv, run_dir, buffer if spec.off_policy else None, cfg.device)
                 else:
-                    model = _load_agent(cfg, path, venv, run_dir, buffer if spec.off_policy else None)
+                    model = load_agent(cfg, path, venv, run_dir, buffer if spec.off_policy else None)
             except AgentFileError as e:
                 skipped.append(path.name)
                 print(f"warning: {e}; falling back to the previous checkpoint", file=sys.stderr, flush=True)
@@ -165,15 +150,9 @@ def load_run(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
     cfg = load_run_config(run_dir)
     cfg = resolve_config(cfg, read_hyperparams=False)
     cfg.device = check_device(device)
-    if checkpoint is not None:
-        path = Path(checkpoint)
-    elif (run_dir / AGENT_FILE).is_file():
-        path = run_dir / AGENT_FILE
-    else:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is not None:
-            path = ckpt[0]
-        elif unsafe_load_sb3_zip and ((run_dir / MODEL_FILE).is_file() or sb3_zip_checkpoints(run_dir)):
+    path = Path(checkpoint) if checkpoint is not None else agent_file(run_dir)
+    if path is None:
+        if unsafe_load_sb3_zip and ((run_dir / MODEL_FILE).is_file() or sb3_zip_checkpoints(run_dir)):
             path = run_dir / MODEL_FILE if (run_dir / MODEL_FILE).is_file() else sb3_zip_checkpoints(run_dir)[0][1]
         else:
             raise RunStateError(f"{str(run_dir)!r} has neither {AGENT_FILE} nor a checkpoint yet"
@@ -185,5 +164,5 @@ def load_run(run_dir: str | os.PathLike, *, checkpoint: str | os.PathLike | None
             raise RunStateError(f"{str(path)!r} is an SB3 .zip (a pickle, which can run code when loaded); musicenv "
                                 "loads it only with --unsafe-load-sb3-zip, for runs you trust")
         return _load_sb3_zip(cfg, path, None, run_dir, None, cfg.device), cfg
-    return _load_agent(cfg, path, None, run_dir), cfg
+    return load_agent(cfg, path, None, run_dir), cfg
 

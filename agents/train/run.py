@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import VecEnv
 
-__all__ = ["RunResult", "build_model", "init_policy", "set_threads", "train"]
+__all__ = ["RunResult", "build_model", "init_policy", "load_agent", "set_threads", "train"]
 
 
 @dataclass
@@ -177,6 +177,21 @@ def train(config: TrainConfig | Mapping[str, Any], callbacks: Sequence[BaseCallb
     return learn(cfg, model, run_dir, callbacks, reset_num_timesteps=True)
 
 
+def load_agent(cfg: TrainConfig, path: Path, venv: VecEnv | None = None, run_dir: Path | None = None,
+               buffer: Path | None = None) -> BaseAlgorithm:
+    """Build a run's algorithm from its config and copy in the agent file's tensors
+    (and the replay buffer's arrays); :class:`agents.agent_io.AgentFileError` if a file
+    is damaged or does not fit."""
+    from agents.agent_io import load_replay_buffer, read_agent, restore_agent
+
+    payload, meta = read_agent(path)  # first: a damaged file costs no model building
+    model = build_model(cfg, venv, run_dir)
+    restore_agent(model, payload, meta, path)
+    if buffer is not None and getattr(model, "replay_buffer", None) is not None:
+        load_replay_buffer(model.replay_buffer, buffer)
+    return model
+
+
 def init_policy(model: BaseAlgorithm, cfg: TrainConfig) -> dict[str, Any]:
     """Copy the policy weights of run ``cfg.init_from`` into ``model`` (a new run's
     untrained algorithm): ``musicenv train --init-from RUN_DIR``. Only the policy's
@@ -187,8 +202,7 @@ def init_policy(model: BaseAlgorithm, cfg: TrainConfig) -> dict[str, Any]:
     maskable_kl_ppo), on observation and action spaces equal to this run's, with the
     same network; otherwise :class:`TrainConfigError` says what differs (a folder that
     is no run raises :class:`RunStateError`). Returns the policy state dict it copied."""
-    from agents.agent_io import read_agent, restore_agent
-    from agents.rundir import latest_checkpoint
+    from agents.rundir import agent_file
     from agents.train.identity import load_run_config
 
     source = Path(cfg.init_from).expanduser()
@@ -196,15 +210,10 @@ def init_policy(model: BaseAlgorithm, cfg: TrainConfig) -> dict[str, Any]:
         other_cfg = resolve_config(load_run_config(source), read_hyperparams=False)
     except (RunStateError, TrainConfigError) as e:
         raise type(e)(f"--init-from: {e}") from e
-    if (source / AGENT_FILE).is_file():
-        path = source / AGENT_FILE
-    elif latest_checkpoint(source) is not None:
-        path = latest_checkpoint(source)[0]
-    else:
+    path = agent_file(source)
+    if path is None:
         raise RunStateError(f"--init-from {str(source)!r} has neither {AGENT_FILE} nor a checkpoint")
-    payload, meta = read_agent(path)
-    other = build_model(other_cfg)
-    restore_agent(other, payload, meta, path)
+    other = load_agent(other_cfg, path)
     if type(other.policy) is not type(model.policy):
         raise TrainConfigError(f"--init-from {str(source)!r} holds a {other_cfg.algo} run with a "
                                f"{type(other.policy).__name__}; this run trains {cfg.algo} with a "
