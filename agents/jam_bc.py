@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from agents.rundir import (
     package_versions,
     write_json,
 )
+from musicenv.files import staged_folder
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -271,11 +271,7 @@ def pretrain(out: str | os.PathLike, *, epochs: int = 15, hyperparams: dict[str,
               "valid_steps": len(valid), "valid_before": before, "curve": rows,
               "wall_time": time.perf_counter() - t0}
     # everything into a temporary sibling folder, then renamed into place: all or nothing
-    tmp = out.parent / f".{out.name}.pretrain-{os.getpid()}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_folder(out, replace=force) as tmp:  # a non-empty out only with --force, checked above
         identity_hash = config_hash(config_identity(cfg))
         (tmp / CONFIG_FILE).write_text(_config_yaml(cfg), encoding="utf-8")
         write_json(tmp / "versions.json", package_versions())
@@ -284,15 +280,6 @@ def pretrain(out: str | os.PathLike, *, epochs: int = 15, hyperparams: dict[str,
         write_json(tmp / RUN_FILE, {"status": "finished", "kind": "behaviour cloning (agents.jam_bc)",
                                     "config_hash": identity_hash, "seed": seed, "timesteps": 0,
                                     "finished": now(), "argv": sys.argv})
-        if out.exists():
-            if any(out.iterdir()):
-                shutil.rmtree(out)  # --force, checked above
-            else:
-                out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -95,6 +95,8 @@ from typing import Any
 
 import yaml
 
+from musicenv.files import staged_folder
+
 __all__ = ["BenchmarkConfigError", "Grid", "RunSpec", "load_grid", "parse_grid", "plan_runs", "run_one",
            "run_benchmark", "aggregate", "add_commands", "DEFAULT_ENV", "FAIL_AFTER_ENV"]
 
@@ -412,9 +414,9 @@ def run_one(spec: RunSpec, out_dir: str, n_threads: int = 1, backend: str = "loc
     final = Path(out_dir) / spec.rel_dir
     if (final / EVAL_FILE).exists():
         return json.loads((final / RUN_INFO_FILE).read_text(encoding="utf-8"))
-    tmp = final.parent / f"{TMP_PREFIX}seed{spec.seed}-{secrets.token_hex(4)}"
-    final.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    # trained aside, renamed into place when evaluated; a finished run already there makes
+    # the rename fail (OSError), and an interrupted one leaves only a TMP_PREFIX folder
+    with staged_folder(final, tmp_name=f"{TMP_PREFIX}seed{spec.seed}-{secrets.token_hex(4)}") as tmp:
         result = train(TrainConfig(**{**spec.config, "out": str(tmp), "n_threads": n_threads}))
         ev = held_out_evaluation(result.model, spec, tmp)
         _write_json(tmp / EVAL_FILE, ev)
@@ -424,10 +426,6 @@ def run_one(spec: RunSpec, out_dir: str, n_threads: int = 1, backend: str = "loc
                 "wall_time_s": round(time.perf_counter() - t0, 3), "n_threads": n_threads, "backend": backend,
                 "timesteps": result.timesteps}
         _write_json(tmp / RUN_INFO_FILE, info)
-        os.rename(tmp, final)  # atomic; fails if a finished run already sits there
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 

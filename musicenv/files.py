@@ -4,6 +4,8 @@ names, and the rule that shipped files are read-only to the code.
 * :func:`write_atomically` writes a file all at once or not at all (a temporary file
   in the target's directory, then ``os.replace``); every writer of the project goes
   through it (MIDI, MusicXML, PNG, WAV, JSON, YAML, checkpoints, caches).
+* :func:`staged_folder` does the same for a folder of files (a run directory, a
+  study): filled in a temporary sibling, renamed into place when complete.
 * :func:`check_writable` (a file) and :func:`check_out_dir` (a folder, created if
   missing) say *before* a long job starts whether its output can be written.
 * :func:`check_plain_name` accepts only names that stay inside their folder
@@ -21,9 +23,10 @@ import os
 import pathlib
 import re
 import secrets
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 
-__all__ = ["OutputPathError", "ShippedFileError", "write_atomically", "write_text", "check_file_target",
+__all__ = ["OutputPathError", "ShippedFileError", "write_atomically", "write_text", "staged_folder", "check_file_target",
            "check_writable", "check_out_dir", "check_plain_name", "check_not_shipped", "is_shipped", "PACKAGE_ROOTS"]
 
 
@@ -138,6 +141,31 @@ def write_text(path: str | os.PathLike, text: str, *, what: str | None = None) -
     """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_atomically`)."""
     return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"),
                             what=what or pathlib.Path(path).name)
+
+
+@contextlib.contextmanager
+def staged_folder(final: str | os.PathLike, *, replace: bool = False,
+                  tmp_name: str | None = None) -> Iterator[pathlib.Path]:
+    """Write a folder all at once or not at all: yields a new temporary sibling of
+    ``final`` (named ``tmp_name``, default a hidden random name) to fill; when the block
+    ends without error it is renamed onto ``final``. An absent or empty ``final`` is
+    replaced; a non-empty one only with ``replace`` (it is removed first), otherwise
+    ``OSError`` (directory not empty) and ``final`` stays as it was. On any error the
+    temporary folder is removed."""
+    final = pathlib.Path(final)
+    tmp = final.parent / (tmp_name or f".{final.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if final.exists():
+            if replace and any(final.iterdir()):
+                shutil.rmtree(final)
+            else:
+                final.rmdir()  # OSError if it holds anything
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def check_plain_name(name: object, what: str = "name") -> str:

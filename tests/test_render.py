@@ -243,6 +243,27 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
+def test_staged_folder_is_all_or_nothing(tmp_path):
+    from musicenv.files import staged_folder
+
+    final = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="killed"), staged_folder(final) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary
+    final.mkdir()  # an empty folder is taken over
+    with staged_folder(final) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and (final / "a.txt").read_text() == "first"
+    with pytest.raises(OSError), staged_folder(final) as tmp:  # a full one only with replace
+        (tmp / "b.txt").write_text("second")
+    assert [p.name for p in final.iterdir()] == ["a.txt"] and [p.name for p in tmp_path.iterdir()] == ["run"]
+    with staged_folder(final, replace=True, tmp_name=".run.creating") as tmp:
+        assert tmp == tmp_path / ".run.creating"
+        (tmp / "b.txt").write_text("second")
+    assert [p.name for p in final.iterdir()] == ["b.txt"] and [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
 def test_successful_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "piece.mid"
     target.write_bytes(b"old")

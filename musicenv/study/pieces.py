@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from musicenv.files import staged_folder
 from musicenv.study.db import DB_NAME, MEDIA_DIR, StudyDB, StudyDBError, file_sha256
 
 __all__ = ["Context", "StudySpecError", "create_study", "parse_sources", "draw_contexts", "corpus_contexts",
@@ -239,8 +239,7 @@ def create_study(folder: str | os.PathLike, sources: Sequence[str], *, contexts:
                                                env_kwargs={"tempo": tempo})
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.{secrets.token_hex(4)}.creating"
-    try:
+    with staged_folder(folder, tmp_name=f".{folder.name}.{secrets.token_hex(4)}.creating") as tmp:
         (tmp / MEDIA_DIR).mkdir(parents=True)
         rows = []
         jobs = [(spec, ctx, comp) for spec in specs for ctx, comp in zip(ctxs, pieces[spec])]
@@ -265,12 +264,6 @@ def create_study(folder: str | os.PathLike, sources: Sequence[str], *, contexts:
             db.add_pairs(study_id, [pair for members in by_ctx.values()
                                     for pair in itertools.combinations(members, 2)])
             db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if folder.exists():
-            folder.rmdir()
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if progress:
         n_pairs = sum(len(m) * (len(m) - 1) // 2 for m in by_ctx.values())
         print(f"study {folder}: {len(rows)} pieces, {n_pairs} pairs, audio by {backend}", file=sys.stderr)
