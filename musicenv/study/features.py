@@ -19,8 +19,9 @@ named groups:
     The episode totals of every term of the ``theory`` preset (weighted, as in
     ``info["reward_terms"]``), via :func:`rewards.score_steps_batch`.
 ``style_profile``
-    The numeric entries of ``musicenv.metrics.style_profile(composition)`` when that
-    function exists (the style yardstick); skipped when it does not.
+    The scalars of the style yardstick for each piece: ``musicenv.style.style_profile``
+    of the one-piece set (notes per bar, 16th, leap and repeated shares, final note
+    length and degree, range, in-key and strong-beat chord-tone shares).
 ``prior``
     The pretrained note-RNN's mean log-likelihood per token and its final hidden state
     (needs torch; only when asked for).
@@ -52,25 +53,13 @@ class FeatureError(ValueError):
 
 
 def available_groups() -> tuple[str, ...]:
-    """The groups that can be computed in this installation (``style_profile`` only if
-    :mod:`musicenv.metrics` has it, ``prior`` only with torch)."""
+    """The groups that can be computed in this installation (``prior`` only with torch)."""
     import importlib.util
 
-    out = ["style", "reward_terms"]
-    if _style_profile_fn() is not None:
-        out.append("style_profile")
+    out = ["style", "reward_terms", "style_profile"]
     if importlib.util.find_spec("torch") is not None:
         out.append("prior")
     return tuple(out)
-
-
-def _style_profile_fn():
-    try:
-        from musicenv import metrics
-    except Exception:  # noqa: BLE001 - the metrics module is optional here
-        return None
-    fn = getattr(metrics, "style_profile", None)
-    return fn if callable(fn) else None
 
 
 def _rate(num: float, den: float) -> float:
@@ -133,13 +122,11 @@ def _reward_totals(comps: Sequence[Any]) -> tuple[list[str], np.ndarray]:
 
 
 def _style_profile(comps: Sequence[Any]) -> tuple[list[str], np.ndarray]:
-    fn = _style_profile_fn()
-    if fn is None:
-        raise FeatureError("feature group 'style_profile' needs musicenv.metrics.style_profile, which this "
-                           "musicenv does not have")
+    from musicenv.style import style_profile
+
     rows: list[dict[str, float]] = []
     for c in comps:
-        values = fn([c])  # the profile of a one-piece set: that piece's scalars (histograms skipped)
+        values = style_profile([c])  # the profile of a one-piece set: that piece's scalars (histograms skipped)
         row = {}
         for k, v in values.items():
             if k != "pieces" and isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
