@@ -96,10 +96,12 @@ def _check_count(value: Any, name: str, minimum: int) -> int:
 
 
 def collect_teacher_data(env_kwargs: dict[str, Any] | None = None, *, start_bar_stride: int = 4, pushes: int = 1,
-                         seed: int = 0, max_melodies: int | None = None) -> TeacherData:
+                         delay: int = 0, seed: int = 0, max_melodies: int | None = None) -> TeacherData:
     """Play ``JamChords-v0`` (made with ``env_kwargs``) over every melody of its pool with
-    the data's chords as the chords agent's actions; see the module doc. ``seed`` draws
-    the pushes; ``max_melodies`` keeps the first melodies of the pool only (tests)."""
+    the data's chords as the chords agent's actions; see the module doc. ``delay``
+    strikes the teacher's changes that many steps after the data's
+    (:func:`musicenv.jam.teacher_chord_tokens`); ``seed`` draws the pushes;
+    ``max_melodies`` keeps the first melodies of the pool only (tests)."""
     import gymnasium as gym
 
     import musicenv  # noqa: F401  (registers the envs)
@@ -136,7 +138,7 @@ def collect_teacher_data(env_kwargs: dict[str, Any] | None = None, *, start_bar_
                     if push:
                         at = push["transpose_bar"] * bar
                         codes[at:] = rotate_chord_codes(codes[at:], np.array(-push["transpose"]))
-                    teacher = teacher_chord_tokens(codes, spb)
+                    teacher = teacher_chord_tokens(codes, spb, delay)
                     if relative:
                         teacher = rotate_chord_tokens(teacher[None, :], duet.tonic()[:1])[0]
                     for t in range(T):
@@ -229,7 +231,7 @@ def fit_policy(model: BaseAlgorithm, data: TeacherData, *, epochs: int = 8, batc
 
 def pretrain(out: str | os.PathLike, *, epochs: int = 15, hyperparams: dict[str, Any] | None = None,
              env_kwargs: dict[str, Any] | None = None, seed: int = 0, start_bar_stride: int = 4, pushes: int = 1,
-             batch_size: int = 256, learning_rate: float = 1e-3, n_threads: int = 1, force: bool = False,
+             delay: int = 1, batch_size: int = 256, learning_rate: float = 1e-3, n_threads: int = 1, force: bool = False,
              max_melodies: int | None = None, log: Any = sys.stderr) -> Path:
     """Clone Bach's chords into a MaskablePPO policy for ``JamChords-v0`` and write it as
     the run directory ``out`` (see the module doc). ``env_kwargs`` default to
@@ -253,10 +255,10 @@ def pretrain(out: str | os.PathLike, *, epochs: int = 15, hyperparams: dict[str,
     set_random_seed(seed)  # the initial weights
     model = build_model(cfg)
     t0 = time.perf_counter()
-    data = collect_teacher_data(cfg.env_kwargs, start_bar_stride=start_bar_stride, pushes=pushes, seed=seed,
-                                max_melodies=max_melodies)
+    data = collect_teacher_data(cfg.env_kwargs, start_bar_stride=start_bar_stride, pushes=pushes, delay=delay,
+                                seed=seed, max_melodies=max_melodies)
     valid_kwargs = {**cfg.env_kwargs, "split": "valid", "push_prob": 0.0}
-    valid = collect_teacher_data(valid_kwargs, start_bar_stride=10**6, pushes=0, seed=seed,
+    valid = collect_teacher_data(valid_kwargs, start_bar_stride=10**6, pushes=0, delay=delay, seed=seed,
                                  max_melodies=max_melodies)
     if log is not None:
         print(f"teacher data: {len(data)} steps of {data.episodes} episodes (validation: {len(valid)} steps); "
@@ -264,7 +266,8 @@ def pretrain(out: str | os.PathLike, *, epochs: int = 15, hyperparams: dict[str,
     before = policy_cross_entropy(model, valid)
     rows = fit_policy(model, data, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                       valid=valid, log=log)
-    report = {"teacher": "the corpus's chord track (musicenv.jam.teacher_chord_tokens)", "env_id": ENV_ID,
+    report = {"teacher": "the corpus's chord track (musicenv.jam.teacher_chord_tokens)", "delay": delay,
+              "env_id": ENV_ID,
               "env_kwargs": cfg.env_kwargs, "valid_env_kwargs": valid_kwargs, "start_bar_stride": start_bar_stride,
               "pushes": pushes, "seed": seed, "epochs": epochs, "batch_size": batch_size,
               "learning_rate": learning_rate, "train_steps": len(data), "train_episodes": data.episodes,
@@ -290,7 +293,8 @@ def _cmd(args: argparse.Namespace) -> int:
     try:
         out = pretrain(args.out, epochs=args.epochs, hyperparams=_parse_pairs(args.hyperparams, "--hyperparams"),
                        env_kwargs=_parse_pairs(args.env_kwargs, "--env-kwargs"), seed=args.seed,
-                       start_bar_stride=args.start_bar_stride, pushes=args.pushes, batch_size=args.batch_size,
+                       start_bar_stride=args.start_bar_stride, pushes=args.pushes, delay=args.delay,
+                       batch_size=args.batch_size,
                        learning_rate=args.learning_rate, n_threads=args.threads, force=args.force)
     except (PretrainError, TrainConfigError, RunStateError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -317,6 +321,9 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--start-bar-stride", type=int, default=4,
                    help="play each melody from every k-th bar that leaves n_bars bars (default: 4)")
     p.add_argument("--pushes", type=int, default=1, help="pushed copies of each excerpt (default: 1)")
+    p.add_argument("--delay", type=int, default=1,
+                   help="strike each of the teacher's chord changes this many steps after the data's, once the "
+                        "note on the beat is heard (0: on the beat, as the data; default: 1)")
     p.add_argument("--batch-size", type=int, default=256, help="(default: 256)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's step size (default: 1e-3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")

@@ -114,6 +114,18 @@ def test_striking_the_sounding_chord_again_is_no_change():
     assert np.flatnonzero(v[:, 1]).tolist() == [32, 36, 40, 44, 48, 52, 56, 60]  # frozen, re-strikes or not
 
 
+def test_complete_chord_lengths_leave_out_the_chord_the_end_cuts():
+    late = np.array([C, H, H, H, H, GM, H, H, H, F, H, H])  # a 16th after the beat: the end cuts F to 3 steps
+    assert chord_lengths(late).tolist() == [5, 4, 3]
+    assert chord_lengths(late, complete=True).tolist() == [5, 4]
+    assert chord_lengths(np.array([C, H, H, H, HC, H]), complete=True).tolist() == [4]  # ended by N.C.: whole
+    assert chord_lengths(np.array([C, H, H, H]), complete=True).tolist() == []
+    both = [np.array([C, H, H, H, GM, H, H, H, F, H, H]), np.array([GM, H, H, H, C, H, H, H, DM, H, H])]
+    assert chord_length_entropy(both) == pytest.approx(-(2 / 3) * math.log(2 / 3) - (1 / 3) * math.log(1 / 3))
+    assert chord_length_entropy(both, complete=True) == 0.0  # four whole beats
+    assert math.isnan(chord_length_entropy([np.array([C, H])], complete=True))
+
+
 def test_recovery_beats_exact():
     per_beat = np.array([1, 1, 1, 1, 0, 0, 0.6, 1.0])
     assert recovery_beats(per_beat, 4) == 2.0
@@ -127,6 +139,9 @@ def test_jam_statistics_pools_pairs():
     stats = jam_statistics([(MELODY, CHORDS)], G, 4)
     assert stats["note_in_chord"] == pytest.approx(8 / 14)
     assert stats["changes_per_4_beats"] == pytest.approx(2.0)
+    assert stats["onsets_on_beat"] == 1.0
+    late = np.array([C, H, H, H, H, GM, H, H, H, H, H, H, H, F, H, H])  # G and F a 16th after their beats
+    assert jam_statistics([(MELODY, late)], G, 4)["onsets_on_beat"] == pytest.approx(1 / 3)
     with pytest.raises(JamError, match="no"):
         jam_statistics([], G, 4)
 

@@ -55,6 +55,25 @@ def test_teacher_follows_the_track_one_change_per_beat_exact():
         teacher_chord_tokens([C], 0)
 
 
+def test_delayed_teacher_strikes_each_change_after_the_beat_exact():
+    # C for a beat, G for two, F for one: with delay 1 each change comes on the beat's 2nd step
+    track = [C] * 4 + [G] * 8 + [F] * 4
+    got = teacher_chord_tokens(track, 4, delay=1)
+    want = [CHORD_HOLD] * 16
+    want[0], want[5], want[13] = chord_token(C), chord_token(G), chord_token(F)
+    assert got.tolist() == want
+    assert all(chord_action_mask(got[:t], t, 4)[got[t]] for t in range(len(got)))
+    # a change off the beat is delayed too; one delayed behind another in its beat waits for the next beat
+    got = teacher_chord_tokens([C] * 4 + [G, G, F, F] + [F] * 4, 4, delay=1)
+    assert [(t, x) for t, x in enumerate(got.tolist()) if x != CHORD_HOLD] == [
+        (0, chord_token(C)), (5, chord_token(G)), (8, chord_token(F))]
+    # delay 0 is the plain teacher
+    assert teacher_chord_tokens(track, 4, delay=0).tolist() == chord_tokens_from_track(track).tolist()
+    for bad in (-1, 4, 1.5, True):
+        with pytest.raises(JamError, match="delay must be an integer in 0..3"):
+            teacher_chord_tokens(track, 4, delay=bad)
+
+
 def test_collected_actions_are_the_datas_chords_relative_to_the_key():
     from agents.jam_bc import collect_teacher_data
 
