@@ -186,3 +186,10 @@ def test_local_and_ray_backends_give_the_same_numbers(tmp_path):
     assert local == remote and local["theory-dqn-192"]["seeds"] == [0, 1]
     info = json.loads((tmp_path / "ray" / "runs/theory-dqn-192/seed1" / RUN_INFO_FILE).read_text())
     assert info["backend"] == "ray"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_grid_validates(path):
+    # each reward spec, algorithm, train key and cell's resolved training config is checked
+    grid = load_grid(path)
+    assert plan_runs(grid)
