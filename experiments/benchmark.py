@@ -357,7 +357,10 @@ def _write_json(path: Path, data: Any) -> None:
 
 def held_out_evaluation(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
     """Play ``spec.eval_episodes`` sampled pieces, score them under every design and
-    :func:`musicenv.metrics.evaluate_set`; write the sample piece. Returns the eval dict."""
+    :func:`musicenv.metrics.evaluate_set`; write the sample piece. Returns the eval dict.
+    In the Jam envs ReaLchords' metrics (``jam/*``) are added; in ``JamChords-v0``, whose
+    agent plays only the chords, they replace the melody statistics (style, RL Tuner,
+    MusPy, harmony, diversity), which would describe the partner's corpus melody."""
     import numpy as np
 
     from agents.train import ModelPolicy, TrainConfig, make_env
@@ -389,7 +392,8 @@ def held_out_evaluation(model: Any, spec: RunSpec, run_dir: Path) -> dict[str, A
         per_piece = [score(dspec, c) for c in pieces]
         for term in per_piece[0]:
             scores[f"reward/{design}/{term}"] = float(np.mean([p[term] for p in per_piece]))
-    scores.update({k: float(v) for k, v in evaluate_set(pieces).items() if k not in COUNT_KEYS})
+    if cfg.env_id != "JamChords-v0":  # there the melody is the partner's: its statistics say nothing of the agent
+        scores.update({k: float(v) for k, v in evaluate_set(pieces).items() if k not in COUNT_KEYS})
     if jam:  # ReaLchords' metrics: note-in-chord, onset EMD, chord-length entropy, diversity
         from musicenv.jam import composition_statistics
 

@@ -193,3 +193,22 @@ def test_every_shipped_grid_validates(path):
     # each reward spec, algorithm, train key and cell's resolved training config is checked
     grid = load_grid(path)
     assert plan_runs(grid)
+
+
+def test_jam_chords_cells_report_the_chords_not_the_partners_melody(tmp_path):
+    """In JamChords-v0 the melody is a held-out chorale: the held-out scores are the
+    agent's own (objective, ReaLchords' jam/* metrics), not the melody's style."""
+    from agents.train import TrainConfig, build_model, resolve_config
+    from experiments.benchmark import RunSpec, held_out_evaluation
+
+    config = {"algo": "maskable_ppo", "env_id": "JamChords-v0", "env_kwargs": {"split": "train"}, "seed": 0,
+              "n_threads": 1}
+    model = build_model(resolve_config(TrainConfig(**config, out=str(tmp_path / "m"))))
+    spec = RunSpec("cell", "JamChords-v0", "jam_chords", "maskable_ppo", 0, 0, config,
+                   {"jam_chords": "jam_chords"}, eval_episodes=2, eval_seed=3_000_000)
+    ev = held_out_evaluation(model, spec, tmp_path)
+    scores = ev["scores"]
+    assert {"objective", "jam/note_in_chord", "jam/chord_length_entropy_complete", "jam/onsets_on_beat"} <= set(scores)
+    assert not any(k.startswith(("style/", "rl_tuner/", "reward/")) for k in scores), sorted(scores)
+    assert 0 <= scores["jam/note_in_chord"] <= 1
+    assert (tmp_path / "sample.mid").exists()
