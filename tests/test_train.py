@@ -429,6 +429,16 @@ def test_cli_flags_become_the_config(tmp_path):
     assert (cfg.n_timesteps, cfg.n_envs, cfg.seed, cfg.progress) == (1000, 1, 4, False)
 
 
+def test_jam_configs_pin_the_keywords_their_base_class_takes():
+    # JamChords-v0's constructor passes **kwargs on to the Jam view: those settings are pinned too
+    from agents.train import TrainConfig
+
+    cfg = resolve_config(TrainConfig(algo="maskable_ppo", env_id="JamChords-v0", env_kwargs={"n_bars": 4}))
+    kw = cfg.env_kwargs
+    assert kw["n_bars"] == 4 and kw["split"] == "test" and kw["partner"] == "bach"
+    assert kw["key_relative"] is True and kw["history_length"] == 8 and kw["meter"] == "4/4"
+
+
 def test_cli_trains_and_prints_the_comparison_with_the_random_policy(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--timesteps", "128", "--n-envs", "1", "--out", str(out), "--reward", "in_key",

@@ -338,17 +338,24 @@ def resolve_config(config: TrainConfig | Mapping[str, Any], *, read_hyperparams:
 
 
 def _env_defaults(env: gym.Env) -> dict[str, Any]:
-    """The env's constructor keywords that have plain default values (not ``reward``)."""
+    """The env's constructor keywords that have plain default values (not ``reward``),
+    the subclass's first: a constructor that passes ``**kwargs`` on to its base class
+    (the Jam views) has the base's keywords too."""
     unwrapped = env.unwrapped
     core = getattr(unwrapped, "core_class", None)
-    target = core.__init__ if core is not None else type(unwrapped).__init__
     out: dict[str, Any] = {}
-    for name, p in inspect.signature(target).parameters.items():
-        if (p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-                and name not in ("self", "batch_size", "num_envs", "reward", "render_mode")
-                and p.default is not inspect.Parameter.empty
-                and (p.default is None or type(p.default) in (bool, int, float, str))):
-            out[name] = p.default
+    for cls in (core or type(unwrapped)).__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(vars(cls)["__init__"]).parameters
+        for name, p in params.items():
+            if (p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+                    and name not in ("self", "batch_size", "num_envs", "reward", "render_mode")
+                    and p.default is not inspect.Parameter.empty
+                    and (p.default is None or type(p.default) in (bool, int, float, str))):
+                out.setdefault(name, p.default)
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
     return out
 
 
