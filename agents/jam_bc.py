@@ -101,7 +101,7 @@ def _check_count(value: Any, name: str, minimum: int) -> int:
 
 
 def collect_teacher_data(env_kwargs: dict[str, Any] | None = None, *, start_bar_stride: int = 4, pushes: int = 1,
-                         delay: int = 0, seed: int = 0, max_melodies: int | None = None) -> TeacherData:
+                         delay: int = 1, seed: int = 0, max_melodies: int | None = None) -> TeacherData:
     """Play ``JamChords-v0`` (made with ``env_kwargs``) over every melody of its pool with
     the data's chords as the chords agent's actions; see the module doc. ``delay``
     strikes the teacher's changes that many steps after the data's

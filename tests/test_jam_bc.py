@@ -83,7 +83,7 @@ def test_collected_actions_are_the_datas_chords_relative_to_the_key():
     data = collect_teacher_data({"split": "train"}, start_bar_stride=10**6, pushes=1, seed=3, max_melodies=1)
     assert data.episodes == 2 and len(data) == 256
     assert data.masks[np.arange(len(data)), data.actions].all()
-    plain = rotate_chord_tokens(teacher_chord_tokens(np.asarray(mel.chords[:128]), 4)[None], tonic)[0]
+    plain = rotate_chord_tokens(teacher_chord_tokens(np.asarray(mel.chords[:128]), 4, delay=1)[None], tonic)[0]
     assert data.actions[:128].tolist() == plain.tolist()
     # the pushed copy: the data's chords moved with the melody from the push bar on
     pushed = data.actions[128:]
@@ -92,7 +92,11 @@ def test_collected_actions_are_the_datas_chords_relative_to_the_key():
     semis, bar = int(rng.integers(1, 12)), int(rng.integers(1, 8))
     codes = np.array(mel.chords[:128], dtype=np.int64)
     codes[bar * 16:] = rotate_chord_codes(codes[bar * 16:], np.array(-semis))
-    assert pushed.tolist() == rotate_chord_tokens(teacher_chord_tokens(codes, 4)[None], tonic)[0].tolist()
+    assert pushed.tolist() == rotate_chord_tokens(teacher_chord_tokens(codes, 4, delay=1)[None], tonic)[0].tolist()
+    # delay=0: Bach's chords on the beat
+    on_beat = collect_teacher_data({"split": "train"}, start_bar_stride=10**6, pushes=0, delay=0, max_melodies=1)
+    assert on_beat.actions.tolist() == rotate_chord_tokens(
+        teacher_chord_tokens(np.asarray(mel.chords[:128]), 4)[None], tonic)[0].tolist()
     assert data.obs["history"].shape == (256, 8, 26) and data.obs["mode"].shape == (256, 2)
     with pytest.raises(ValueError, match="no chords to imitate"):
         collect_teacher_data({"partner": "prior"})
