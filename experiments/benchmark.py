@@ -586,6 +586,22 @@ class _Heartbeat:
         self._thread.join(timeout=1.0)
 
 
+def _check_init_from(grid: Grid) -> None:
+    """Refuse, before anything is written, a grid whose ``train.init_from`` is no run
+    directory (every run would fail on it)."""
+    from agents.train import RunStateError, TrainConfigError
+    from agents.train.identity import load_run_config
+
+    source = grid.train.get("init_from")
+    if source is None:
+        return
+    try:
+        load_run_config(Path(source).expanduser())
+    except (RunStateError, TrainConfigError) as e:
+        raise BenchmarkStateError(f"train.init_from: {e}; make that run first (the grid's comments say how), "
+                                  "or run the benchmark from the folder it is relative to") from e
+
+
 def run_benchmark(grid: Grid | str | os.PathLike, out_dir: str | os.PathLike, *, jobs: int = 1,
                   backend: str = "local", address: str | None = None, aggregate_results: bool = True,
                   progress: bool = True, force: bool = False) -> dict[str, Any]:
@@ -607,6 +623,7 @@ def run_benchmark(grid: Grid | str | os.PathLike, out_dir: str | os.PathLike, *,
         raise BenchmarkConfigError(f"unknown backend {backend!r}; accepted: local, ray")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise BenchmarkConfigError(f"--jobs must be an integer >= 1, got {jobs!r}")
+    _check_init_from(grid)
     try:
         out = check_out_dir(out_dir, what="benchmark output folder")
     except OSError as e:

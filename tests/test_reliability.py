@@ -144,6 +144,9 @@ def cli_cases(tmp: Path, runs: dict[str, Path]) -> list[tuple[str, list[str], st
          "design name '../x'"),
         ("benchmark-jobs", ["benchmark", str(grid_file(tmp / "g3")), "--jobs", "0", "--out", str(tmp / "b0")],
          "--jobs must be"),
+        ("benchmark-init-from", ["benchmark", str(grid_file(tmp / "g5", train={
+            "init_from": str(tmp / "no_run"), "eval_freq": 0, "final_episodes": 1, "checkpoint_freq": 0,
+            "baselines": []})), "--out", str(tmp / "b5")], "train.init_from"),
         ("benchmark-out-file", ["benchmark", str(grid_file(tmp / "g4")), "--out", str(a_file)], "not a directory"),
         ("bench-only", ["bench", "--only", "bogus"], "unknown figure(s) ['bogus']"),
         ("bench-json", ["bench", "--only", "import", "--json", str(a_file / "x.json")], "not a directory"),
