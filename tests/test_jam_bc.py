@@ -232,7 +232,7 @@ def test_train_starts_from_the_init_from_weights(tmp_path, monkeypatch, one_thre
 @pytest.mark.slow
 def test_the_listening_clone_reaches_the_jam_goals_on_held_out_melodies(tmp_path, one_thread):
     """Cloning Bach's chords struck a 16th after each beat (jam-pretrain's default, all 242
-    training chorales, 15 epochs: 4.5 min) gives an online policy that, alone and greedy
+    training chorales, 15 epochs: 4 min) gives an online policy that, alone and greedy
     on the 30 test chorales, finds at least 75 % of the offline oracle's note-in-chord
     and is back within 2 beats of a tritone push (measured 2026-12-03: 0.770 = 81 %,
     0.20 beats); the same clone without the delay reached 0.567 (60 %) and 5.4 beats."""
