@@ -97,13 +97,17 @@ def evaluate(runs: list[str], n_bars: int = 8, partner: str = "bach", unsafe_loa
     first melodies of the held-out pool only (a quick look, tests)."""
     import gymnasium as gym
 
+    if max_melodies is not None and (isinstance(max_melodies, bool) or not isinstance(max_melodies, int)
+                                     or max_melodies < 1):
+        raise ValueError(f"max_melodies must be a positive integer or None (all), got {max_melodies!r}")
+
     import musicenv  # noqa: F401
 
     env = gym.make("JamChords-v0", partner=partner, n_bars=n_bars, disable_env_checker=True)
     core = env.unwrapped.core
     duet = core.duet
     grid, spb, bar = duet.grid, duet.steps_per_beat, duet.steps_per_bar
-    pool = core.pool if max_melodies is None else core.pool[:max(1, int(max_melodies))]
+    pool = core.pool if max_melodies is None else core.pool[:max_melodies]
     T = duet.n_steps
 
     def melody(i: int, opts: dict) -> tuple[np.ndarray, int]:
@@ -218,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unsafe-load-sb3-zip", action="store_true",
                    help="also load runs of older versions that hold only SB3 .zip files (pickles: trusted runs only)")
     args = p.parse_args(argv)
+    if args.max_melodies is not None and args.max_melodies < 1:
+        p.error(f"--max-melodies must be at least 1, got {args.max_melodies}")
     out = Path(args.out)
     os.makedirs(out, exist_ok=True)
     report = evaluate(args.runs, args.n_bars, args.partner, args.unsafe_load_sb3_zip, args.max_melodies)

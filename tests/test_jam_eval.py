@@ -22,7 +22,7 @@ def test_report_ranks_the_accompanists_as_music_would(report):
     # the offline oracle sees the future: at least as many chord tones as the online rule, which beats random
     assert res["oracle (offline)"]["note_in_chord"] >= res["rule (online)"]["note_in_chord"] > res["random"]["note_in_chord"]
     assert res["data (Bach's chords)"]["note_in_chord"] > 0.8
-    # Bach's chords change on beats only; complete chords are no more varied than all of them here
+    # Bach's chords change on beats only
     assert res["data (Bach's chords)"]["onsets_on_beat"] == 1.0
     for s in res.values():
         assert 0 <= s["note_in_chord_ci"][0] <= s["note_in_chord"] <= s["note_in_chord_ci"][1] <= 1
@@ -46,3 +46,12 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     assert len(rep["melodies"]) == 1
     assert (out / "jam_eval.md").read_text() == jam_eval.markdown(rep)
     assert "oracle (offline)" in capsys.readouterr().out
+
+
+def test_max_melodies_below_one_is_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="max_melodies must be a positive integer"):
+        jam_eval.evaluate([], max_melodies=0)
+    with pytest.raises(SystemExit) as e:
+        jam_eval.main(["--max-melodies", "0", "--out", str(tmp_path / "e")])
+    assert e.value.code == 2 and "--max-melodies must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
